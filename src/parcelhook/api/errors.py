@@ -1,0 +1,123 @@
+"""One error shape for every 4xx: {"error": {"code", "message", "field"?}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from parcelhook.domain.errors import DomainError
+
+log = logging.getLogger("parcelhook.api")
+MAX_BODY = 1024 * 1024
+
+
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    return JSONResponse({"error": body}, status_code=status)
+
+
+_HTTP_CODES = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_r: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse({"error": exc.as_dict()}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        kind = str(first.get("type", ""))
+        loc = [str(x) for x in first.get("loc", ()) if not isinstance(x, int)]
+        field = loc[-1] if len(loc) > 1 else (loc[0] if loc else None)
+        if field == "body":
+            field = None
+        if kind == "json_invalid":
+            return error_response(400, "malformed_json", "The request body is not valid JSON.")
+        if kind == "missing" and loc == ["body"]:
+            return error_response(400, "missing_body", "A JSON request body is required.")
+        code = {"missing": "required", "extra_forbidden": "unknown_field"}.get(kind, "invalid")
+        words = {"missing": "is required", "extra_forbidden": "is not a known field"}.get(
+            kind, str(first.get("msg", "is invalid")).lower()
+        )
+        return error_response(422, code, f"{field or 'body'} {words}.", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        response = error_response(exc.status_code, code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def bug(_r: Request, exc: Exception) -> JSONResponse:
+        # a 5xx is a bug: log it (never the request body, it may hold secrets)
+        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        return error_response(500, "internal", "Internal error; it has been logged.")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """413 for request bodies over 1 MiB, whether announced or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _send_413(scope, receive, send)
+                return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_413(scope, receive, send)
+
+
+async def _send_413(scope: Scope, receive: Receive, send: Send) -> None:
+    response = error_response(413, "too_large", "The request body is larger than 1 MiB.")
+    await response(scope, receive, send)

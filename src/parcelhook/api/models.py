@@ -1,0 +1,232 @@
+"""Request and response shapes, for validation of types and for the OpenAPI document.
+
+Types are checked here; meaning (systems, statuses, key strength, URLs) is checked by the
+domain, so the panel and the API refuse the same things with the same words.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class IntegrationIn(_In):
+    shop_name: str | None = Field(default=None, max_length=255)
+    shop_url: str | None = Field(default=None, max_length=2048)
+    system: str | None = None
+    webhook_active: bool | None = None
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_signature_key: str | None = Field(default=None, max_length=1000)
+
+
+class IntegrationEnvelope(_In):
+    integration: IntegrationIn
+
+
+class WebhookTestIntegration(_In):
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_signature_key: str | None = Field(default=None, max_length=1000)
+
+
+class WebhookTestEnvelope(_In):
+    integration: WebhookTestIntegration
+
+
+class ShipmentRef(_In):
+    id: int
+
+
+class ParcelIn(_In):
+    name: str = Field(max_length=255)
+    address: str = Field(max_length=255)
+    city: str = Field(max_length=255)
+    postal_code: str = Field(max_length=255)
+    country: str = Field(max_length=2)
+    company_name: str | None = Field(default=None, max_length=255)
+    house_number: str | None = Field(default=None, max_length=255)
+    telephone: str | None = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
+    weight: str | float | None = None
+    order_number: str | None = Field(default=None, max_length=255)
+    external_order_id: str | None = Field(default=None, max_length=255)
+    external_shipment_id: str | None = Field(default=None, max_length=255)
+    shipment: ShipmentRef | None = None
+    integration_id: int | None = None
+    is_return: bool | None = None
+
+
+class ParcelEnvelope(_In):
+    parcel: ParcelIn
+
+
+class StatusIn(_In):
+    status_id: int
+    carrier_status_change_timestamp: int | None = None
+
+
+class RefundIn(_In):
+    reason: str = Field(max_length=2000)
+
+
+class RefundEnvelope(_In):
+    refund: RefundIn
+
+
+class RedeliverFilter(_In):
+    status: Literal["failed", "delivered"] = "failed"
+    integration_id: int | None = None
+    action: str | None = None
+
+
+# -- responses (documentation only; handlers return plain dicts) ------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class IntegrationOut(BaseModel):
+    id: int
+    shop_name: str
+    shop_url: str | None
+    system: str
+    failing_since: str | None
+    last_fetch: str | None
+    last_updated_at: str | None
+    service_point_enabled: bool
+    service_point_carriers: list[str]
+    webhook_active: bool
+    webhook_url: str | None
+    webhook_signature_key_set: bool
+    webhook_signature_key_last4: str | None
+    public_key: str | None = None
+    secret_key: str | None = None
+    webhook_secret: str | None = None
+
+
+class IntegrationOutEnvelope(BaseModel):
+    integration: IntegrationOut
+
+
+class IntegrationList(BaseModel):
+    integrations: list[IntegrationOut]
+    next: str | None
+
+
+class Status(BaseModel):
+    id: int
+    message: str
+
+
+class Country(BaseModel):
+    iso_2: str
+    iso_3: str
+    name: str
+
+
+class ParcelOut(BaseModel):
+    id: int
+    name: str
+    company_name: str
+    address: str
+    city: str
+    postal_code: str
+    telephone: str
+    email: str
+    date_created: str
+    tracking_number: str
+    tracking_url: str
+    weight: str
+    status: Status
+    country: Country
+    order_number: str
+    is_return: bool
+
+
+class ParcelOutEnvelope(BaseModel):
+    parcel: ParcelOut
+
+
+class ParcelList(BaseModel):
+    parcels: list[ParcelOut]
+    next: str | None
+
+
+class RefundOut(BaseModel):
+    id: int
+    parcel_id: int
+    reason: str
+    status: str
+    message: str
+    total_refund: str
+    created_at: str | None
+
+
+class RefundOutEnvelope(BaseModel):
+    refund: RefundOut
+
+
+class WebhookTestOut(BaseModel):
+    delivered: bool
+    status_code: int | None
+    duration_ms: int
+    response_excerpt: str
+    error: str | None
+
+
+class AttemptOut(BaseModel):
+    at: str | None
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_excerpt: str
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    event_id: str
+    integration_id: int
+    action: str
+    status: str
+    attempt_count: int
+    next_attempt_at: str | None
+    created_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    attempts: list[AttemptOut]
+
+
+class DeliveryOutEnvelope(BaseModel):
+    delivery: DeliveryOut
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryOut]
+    next: str | None
+
+
+class RedeliverCount(BaseModel):
+    redelivered: int
+
+
+class EventOut(BaseModel):
+    id: str
+    action: str
+    timestamp: int
+    payload: dict[str, object] | None
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+    next: str | None

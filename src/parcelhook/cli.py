@@ -1,0 +1,354 @@
+"""The `parcelhook` command line. Errors are one line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from parcelhook import __version__
+from parcelhook.config import DEFAULT_DATABASE_URL, Settings
+from parcelhook.domain.errors import DomainError
+from parcelhook.domain.retry import RetryPolicy
+
+T = TypeVar("T")
+DEMO_EMAIL = "demo@parcelhook.local"
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run `main`, turning every failure into one line on stderr and exit code 1."""
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    except (OSError, ConnectionError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        # database drivers raise their own types; name them without a traceback
+        words = str(exc).splitlines()[0] if str(exc) else ""
+        raise click.ClickException(f"{type(exc).__name__}: {words}"[:500]) from None
+
+
+def _database_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--database-url",
+        envvar="PARCELHOOK_DATABASE_URL",
+        default=DEFAULT_DATABASE_URL,
+        show_default=True,
+        help="sqlite:///FILE or postgresql://USER@HOST/DB.",
+    )(f)
+
+
+def _settings(database_url: str, **overrides: Any) -> Settings:
+    import os
+
+    key_file = Path(os.environ.get("PARCELHOOK_KEY_FILE", "parcelhook.key"))
+    return Settings(
+        database_url=database_url,
+        master_key=os.environ.get("PARCELHOOK_MASTER_KEY") or None,
+        key_file=key_file,
+        **overrides,
+    )
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="parcelhook")
+def main() -> None:
+    """parcelhook: webhook feedback for shipping platforms (Sendcloud-compatible)."""
+
+
+def _delivery_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option(
+            "--allow-private-targets",
+            is_flag=True,
+            envvar="PARCELHOOK_ALLOW_PRIVATE_TARGETS",
+            help="Let webhooks reach loopback and private addresses (local use only).",
+        ),
+        click.option(
+            "--allow-http-targets",
+            is_flag=True,
+            envvar="PARCELHOOK_ALLOW_HTTP_TARGETS",
+            help="Accept plain http:// webhook URLs (local use only).",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(0.1, 120),
+            default=10.0,
+            envvar="PARCELHOOK_TIMEOUT",
+            show_default=True,
+            help="Seconds an endpoint has to answer.",
+        ),
+        click.option(
+            "--retry-first",
+            type=click.FloatRange(0.001),
+            default=300.0,
+            envvar="PARCELHOOK_RETRY_FIRST",
+            show_default=True,
+            help="Seconds before the first retry; each retry doubles it.",
+        ),
+        click.option(
+            "--retry-cap",
+            type=click.FloatRange(0.001),
+            default=3600.0,
+            envvar="PARCELHOOK_RETRY_CAP",
+            show_default=True,
+            help="Longest wait between retries, in seconds.",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 100),
+            default=10,
+            envvar="PARCELHOOK_RETRIES",
+            show_default=True,
+        ),
+        click.option(
+            "--endpoint-concurrency",
+            type=click.IntRange(1, 1024),
+            default=16,
+            envvar="PARCELHOOK_ENDPOINT_CONCURRENCY",
+            show_default=True,
+            help="Requests one endpoint may have in flight at once.",
+        ),
+        click.option(
+            "--log-level",
+            default="info",
+            envvar="PARCELHOOK_LOG_LEVEL",
+            type=click.Choice(["debug", "info", "warning", "error"]),
+        ),
+        _database_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _delivery_settings(database_url: str, **kw: Any) -> Settings:
+    retry = RetryPolicy.exponential(
+        first=kw.pop("retry_first"), cap=kw.pop("retry_cap"), retries=kw.pop("retries")
+    )
+    kw.pop("log_level", None)
+    return _settings(
+        database_url,
+        allow_private_targets=kw.pop("allow_private_targets"),
+        allow_http_targets=kw.pop("allow_http_targets"),
+        timeout=kw.pop("timeout"),
+        endpoint_concurrency=kw.pop("endpoint_concurrency"),
+        retry=retry,
+        **kw,
+    )
+
+
+def _warn_targets(settings: Settings) -> None:
+    if settings.allow_private_targets:
+        click.secho(
+            "warning: webhooks may reach private and loopback addresses "
+            "(--allow-private-targets); never do this in production",
+            fg="yellow",
+            err=True,
+        )
+    if settings.allow_http_targets:
+        click.secho(
+            "warning: plain http:// webhook URLs are accepted (--allow-http-targets)",
+            fg="yellow",
+            err=True,
+        )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", envvar="PARCELHOOK_HOST", show_default=True)
+@click.option(
+    "--port",
+    default=8000,
+    type=click.IntRange(0, 65535),
+    envvar="PARCELHOOK_PORT",
+    show_default=True,
+)
+@click.option("--no-dispatcher", is_flag=True, help="Serve API and panel only (workers deliver).")
+@click.option(
+    "--demo/--no-demo",
+    default=True,
+    show_default=True,
+    help="Create the demo account if the database has none, and print how to sign in.",
+)
+@_delivery_options
+def serve(host: str, port: int, no_dispatcher: bool, demo: bool, log_level: str, **kw: Any) -> None:
+    """Run the API, the panel and the dispatcher in one process."""
+    _logging(log_level)
+    settings = _delivery_settings(host=host, port=port, dispatcher=not no_dispatcher, **kw)
+    _warn_targets(settings)
+
+    async def go() -> None:
+        import uvicorn
+
+        from parcelhook.app import create_app
+        from parcelhook.runtime import Runtime
+
+        runtime = Runtime(settings)
+        await runtime.store.migrate(runtime.clock.now_ms())
+        if demo:
+            await _ensure_demo(runtime)
+        config = uvicorn.Config(
+            create_app(runtime),
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=log_level == "debug",
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        click.echo(f"parcelhook {__version__} serving on http://{host}:{port}")
+        await server.serve()
+
+    _run(go)
+
+
+async def _ensure_demo(runtime: Any) -> None:
+    """The first run's demo account; later runs give it a fresh password and print it."""
+    from parcelhook.runtime import Runtime
+
+    assert isinstance(runtime, Runtime)
+    password = secrets.token_urlsafe(12)
+    async with runtime.store.reading() as r:
+        found = await r.account_by_email(DEMO_EMAIL)
+    if found is None:
+        created = await runtime.service.create_account(DEMO_EMAIL, password)
+        integration = created.integration
+    else:
+        await runtime.service.set_password(found[0], password)
+        integration = (await runtime.service.list_integrations(found[0], limit=1))[0]
+    click.echo(
+        "\n  Demo account (sign in at the panel):\n"
+        f"    e-mail:     {DEMO_EMAIL}\n"
+        f"    password:   {password}\n"
+        f"  API keys of its integration {integration.id} (HTTP Basic):\n"
+        f"    public_key: {integration.public_key}\n"
+        f"    secret_key: {integration.secret_key}\n"
+    )
+
+
+@main.command()
+@_delivery_options
+def worker(log_level: str, **kw: Any) -> None:
+    """Run the dispatcher alone (scale-out on PostgreSQL)."""
+    _logging(log_level)
+    settings = _delivery_settings(**kw)
+    _warn_targets(settings)
+
+    async def go() -> None:
+        from parcelhook.runtime import Runtime
+
+        runtime = Runtime(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start()
+        click.echo(
+            f"parcelhook worker {runtime.dispatcher.owner if runtime.dispatcher else ''}"
+            " dispatching; Ctrl-C stops",
+            err=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await runtime.stop()
+
+    _run(go)
+
+
+@main.command()
+@_database_option
+def migrate(database_url: str) -> None:
+    """Bring the database schema up to date."""
+    settings = _settings(database_url, dispatcher=False)
+
+    async def go() -> list[int]:
+        from parcelhook.runtime import Runtime
+
+        runtime = Runtime(settings)
+        try:
+            return await runtime.store.migrate(runtime.clock.now_ms())
+        finally:
+            await runtime.stop()
+
+    applied = _run(go)
+    click.echo(f"applied migrations {applied}" if applied else "schema is up to date")
+
+
+@main.group()
+def account() -> None:
+    """Manage accounts."""
+
+
+@account.command("create")
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_database_option
+def account_create(email: str, password: str, as_json: bool, database_url: str) -> None:
+    """Create an account with its first API integration and print its keys."""
+    settings = _settings(database_url, dispatcher=False)
+
+    async def go() -> Any:
+        from parcelhook.runtime import Runtime
+
+        runtime = Runtime(settings)
+        try:
+            await runtime.store.migrate(runtime.clock.now_ms())
+            return await runtime.service.create_account(email, password)
+        finally:
+            await runtime.stop()
+
+    created = _run(go)
+    i = created.integration
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "account_id": created.account_id,
+                    "integration_id": i.id,
+                    "public_key": i.public_key,
+                    "secret_key": i.secret_key,
+                }
+            )
+        )
+    else:
+        click.echo(
+            f"account {created.account_id} created; sign in as {email}\n"
+            f"integration {i.id}: public_key {i.public_key} secret_key {i.secret_key}"
+        )
+
+
+def _register_tools() -> None:
+    with contextlib.suppress(ImportError):
+        from parcelhook.tools.listen import listen_command
+        from parcelhook.tools.trigger import trigger_command
+
+        main.add_command(trigger_command, "trigger")
+        main.add_command(listen_command, "listen")
+
+
+_register_tools()
+
+if __name__ == "__main__":
+    main()

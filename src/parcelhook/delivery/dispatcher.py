@@ -1,0 +1,265 @@
+"""The dispatcher: claim due deliveries in batches, send them through per-endpoint lanes,
+write their outcomes back in batches.
+
+Per delivery, the hot path is: sign, POST over a kept-alive connection, classify. Every
+database round trip is shared by a batch: one claim for up to `batch_size` deliveries,
+one transaction for all outcomes that finished while the previous write was running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from parcelhook import __version__
+from parcelhook.delivery.sender import Sender
+from parcelhook.domain import signing
+from parcelhook.domain.clock import Clock
+from parcelhook.domain.deliveries import Claimed, Outcome
+from parcelhook.domain.integrations import Integration
+from parcelhook.domain.retry import AttemptResult, RetryPolicy, Verdict
+from parcelhook.store import Store
+
+log = logging.getLogger("parcelhook.dispatcher")
+USER_AGENT = f"parcelhook/{__version__}"
+WEBHOOK_OFF = "webhook feedback is off for this integration; redeliver once it is on again"
+GONE = "the endpoint answered 410 Gone: webhook feedback was turned off for this integration"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherConfig:
+    batch_size: int = 256
+    # how many requests one endpoint may have in flight; a slow endpoint fills only this
+    lane_concurrency: int = 16
+    # deliveries one lane may hold waiting; beyond it they go back to the queue for later
+    lane_backlog: int = 256
+    max_in_flight: int = 4096
+    # a lease must outlive a delivery's wait in its lane plus its send
+    lease_ms: int = 120_000
+    # the slow fallback when no wake-up arrives (other processes on SQLite, lost NOTIFY)
+    poll_ms: int = 1_000
+    # a lane over its backlog is skipped by claims for this long
+    lane_cooldown_ms: int = 1_000
+
+
+class _Lane:
+    __slots__ = ("queue", "workers")
+
+    def __init__(self) -> None:
+        self.queue: deque[Claimed] = deque()
+        self.workers = 0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        clock: Clock,
+        *,
+        policy: RetryPolicy | None = None,
+        config: DispatcherConfig | None = None,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.sender = sender
+        self.clock = clock
+        self.policy = policy or RetryPolicy()
+        self.config = config or DispatcherConfig()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._lanes: dict[int, _Lane] = {}
+        self._cooling: dict[int, int] = {}  # integration id → skip claims until (ms)
+        self._integrations: dict[int, Integration] = {}
+        self._outcomes: list[Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._in_flight = 0
+        self._capacity = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.delivered = 0  # a counter for metrics and benchmarks
+
+    def wake(self) -> None:
+        """Something was queued: claim now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until `stop` is set, then finish what is in flight and give back the rest."""
+        writer = asyncio.create_task(self._write_outcomes())
+        stopper = asyncio.create_task(self._stop_when(stop))
+        try:
+            while not self._stopping:
+                if self._in_flight >= self.config.max_in_flight:
+                    self._capacity.clear()
+                    await self._capacity.wait()
+                    continue
+                self._wake.clear()
+                claimed = await self._claim()
+                if claimed:
+                    continue
+                await self._sleep()
+        finally:
+            stopper.cancel()
+            await self._shutdown(writer)
+
+    async def _stop_when(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping = True
+        self._wake.set()
+        self._capacity.set()
+
+    async def _sleep(self) -> None:
+        now = self.clock.now_ms()
+        until = now + self.config.poll_ms
+        due = await self.store.next_due_ms()
+        if due is not None:
+            until = max(min(until, due), now + 1) if due > now else now
+        if until > now and not self._wake.is_set():
+            await self.clock.sleep_until(until, self._wake)
+
+    async def _claim(self) -> int:
+        now = self.clock.now_ms()
+        self._cooling = {i: t for i, t in self._cooling.items() if t > now}
+        limit = min(self.config.batch_size, self.config.max_in_flight - self._in_flight)
+        try:
+            claimed = await self.store.claim_due(
+                self.owner, now, self.config.lease_ms, limit, tuple(self._cooling)
+            )
+        except Exception:
+            log.exception("claiming deliveries failed; retrying after the poll interval")
+            await self.clock.sleep_until(now + self.config.poll_ms, asyncio.Event())
+            return 0
+        if not claimed:
+            return 0
+        await self._refresh_integrations(claimed)
+        give_back: list[int] = []
+        for c in claimed:
+            lane = self._lanes.get(c.integration_id)
+            if lane is None:
+                lane = self._lanes[c.integration_id] = _Lane()
+            if len(lane.queue) >= self.config.lane_backlog:
+                give_back.append(c.id)
+                self._cooling[c.integration_id] = now + self.config.lane_cooldown_ms
+                continue
+            self._in_flight += 1
+            lane.queue.append(c)
+            if lane.workers < self.config.lane_concurrency:
+                lane.workers += 1
+                self._spawn(self._lane_worker(c.integration_id, lane))
+        if give_back:
+            await self.store.release(self.owner, give_back, now + self.config.lane_cooldown_ms)
+        return len(claimed)
+
+    async def _refresh_integrations(self, claimed: list[Claimed]) -> None:
+        stale = {
+            c.integration_id
+            for c in claimed
+            if (i := self._integrations.get(c.integration_id)) is None
+            or i.last_updated_ms != c.integration_version
+        }
+        if stale:
+            self._integrations.update(await self.store.integrations_by_id(stale))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lane_worker(self, integration_id: int, lane: _Lane) -> None:
+        try:
+            while lane.queue and not self._stopping:
+                c = lane.queue.popleft()
+                self._outcomes.append(await self._deliver(c))
+                self._outcome_ready.set()
+        finally:
+            lane.workers -= 1
+            if not lane.queue and not lane.workers:
+                self._lanes.pop(integration_id, None)
+
+    async def _deliver(self, c: Claimed) -> Outcome:
+        integration = self._integrations[c.integration_id]
+        at = self.clock.now_ms()
+        if not integration.receives_webhooks:
+            return Outcome(c.id, c.integration_id, Verdict.FAILED, at, None, note=WEBHOOK_OFF)
+        assert integration.webhook_url is not None
+        headers = signing.webhook_headers(
+            body=c.body,
+            msg_id=c.event_id,
+            timestamp=at // 1000,
+            signature_key=integration.signing_key,
+            webhook_secrets=integration.webhook_secrets(at),
+            user_agent=USER_AGENT,
+        )
+        try:
+            result = await self.sender.send(integration.webhook_url, c.body, headers)
+        except Exception as exc:  # the sender classifies network errors; this is a bug guard
+            log.exception("sender failed unexpectedly for delivery %s", c.id)
+            result = AttemptResult(None, 0, "", f"internal error: {type(exc).__name__}")
+        decision = self.policy.decide(result, c.attempt_count + 1 - c.schedule_base, self.rng)
+        if decision.verdict is Verdict.DELIVERED:
+            self.delivered += 1
+        next_ms = None
+        if decision.retry_in is not None:
+            next_ms = self.clock.now_ms() + round(decision.retry_in * 1000)
+        note = GONE if decision.verdict is Verdict.GONE else None
+        if decision.verdict is Verdict.GONE:
+            log.warning("integration %s answered 410 Gone; webhook turned off", c.integration_id)
+        return Outcome(c.id, c.integration_id, decision.verdict, at, result, next_ms, note)
+
+    async def _write_outcomes(self) -> None:
+        """Group commit: everything that finished while the last write ran goes in the next."""
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            batch, self._outcomes = self._outcomes, []
+            if not batch:
+                if self._stopping and not self._tasks:
+                    return
+                continue
+            while True:
+                try:
+                    await self.store.record_outcomes(self.owner, batch)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # keep the outcomes: the leases still protect these deliveries
+                    log.exception("writing %d outcomes failed; retrying", len(batch))
+                    await asyncio.sleep(0.5)
+            self._in_flight -= len(batch)
+            self._capacity.set()
+
+    async def _shutdown(self, writer: asyncio.Task[None]) -> None:
+        unsent = [c.id for lane in self._lanes.values() for c in lane.queue]
+        for lane in self._lanes.values():
+            self._in_flight -= len(lane.queue)
+            lane.queue.clear()
+        if self._tasks:
+            # in-flight sends end within the sender's timeout
+            await asyncio.wait(list(self._tasks), timeout=self.sender.timeout + 2)
+        for task in list(self._tasks):
+            task.cancel()
+        # let the writer drain the last outcomes, then end
+        self._tasks.clear()
+        self._outcome_ready.set()
+        try:
+            await asyncio.wait_for(writer, timeout=10)
+        except TimeoutError:
+            log.error("gave up writing %d outcomes at shutdown", len(self._outcomes))
+        try:
+            await self.store.release(self.owner, unsent, self.clock.now_ms())
+        except Exception:
+            log.exception("could not give back %d deliveries at shutdown", len(unsent))

@@ -1,0 +1,161 @@
+"""Events: their payloads (the wire format of SPEC §3) and who receives them."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from parcelhook.domain import signing, systems
+from parcelhook.domain.clock import iso_ms, iso_seconds
+from parcelhook.domain.countries import COUNTRIES
+from parcelhook.domain.integrations import Integration
+from parcelhook.domain.parcels import TRACKING_URL, Parcel, Refund
+from parcelhook.domain.statuses import STATUS_MESSAGES
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event, with the exact body bytes every delivery of it will send."""
+
+    id: str
+    account_id: int
+    action: str
+    timestamp_ms: int
+    body: bytes
+
+
+def new_event_id(now_ms: int) -> str:
+    """`evt_` + 26 characters that sort by creation time (ULID-like)."""
+    raw = now_ms.to_bytes(6, "big") + os.urandom(10)
+    return "evt_" + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+def make_event(account_id: int, payload: dict[str, Any]) -> Event:
+    return Event(
+        id=new_event_id(payload["timestamp"]),
+        account_id=account_id,
+        action=payload["action"],
+        timestamp_ms=payload["timestamp"],
+        body=signing.body_bytes(payload),
+    )
+
+
+def parcel_object(p: Parcel) -> dict[str, Any]:
+    """The parcel as `GET /api/v2/parcels/{id}` returns it and webhooks carry it."""
+    iso3, country_name = COUNTRIES[p.country]
+    return {
+        "id": p.id,
+        "name": p.name,
+        "company_name": p.company_name,
+        "address": f"{p.address} {p.house_number}".strip(),
+        "address_divided": {"street": p.address, "house_number": p.house_number},
+        "city": p.city,
+        "postal_code": p.postal_code,
+        "telephone": p.telephone,
+        "email": p.email,
+        "date_created": iso_seconds(p.created_ms),
+        "date_updated": iso_seconds(p.updated_ms),
+        "tracking_number": p.tracking_number,
+        "tracking_url": TRACKING_URL.format(carrier=p.carrier_code, code=p.tracking_number),
+        "weight": p.weight,
+        "label": {"normal_printer": [], "label_printer": None},
+        "customs_declaration": {},
+        "status": {"id": p.status_id, "message": STATUS_MESSAGES[p.status_id]},
+        "data": {},
+        "country": {"iso_2": p.country, "iso_3": iso3, "name": country_name},
+        "shipment": {"id": p.shipment_id, "name": p.shipment_name},
+        "carrier": {"code": p.carrier_code},
+        "order_number": p.order_number,
+        "shipment_uuid": None,
+        "external_order_id": p.external_order_id,
+        "external_shipment_id": p.external_shipment_id,
+        "is_return": p.is_return,
+        "integration_id": p.integration_id,
+    }
+
+
+def integration_object(i: Integration) -> dict[str, Any]:
+    """The integration as webhooks carry it (never any secret)."""
+    return {
+        "id": i.id,
+        "shop_name": i.shop_name,
+        "shop_url": i.shop_url,
+        "system": i.system,
+        "failing_since": iso_ms(i.failing_since_ms),
+        "last_fetch": iso_ms(i.last_fetch_ms),
+        "last_updated_at": iso_ms(i.last_updated_ms),
+        "service_point_enabled": i.service_point_enabled,
+        "service_point_carriers": [],
+        "webhook_active": i.webhook_active,
+        "webhook_url": i.webhook_url,
+    }
+
+
+def refund_object(r: Refund) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "parcel_id": r.parcel_id,
+        "reason": r.reason,
+        "status": r.status,
+        "message": r.message,
+        "total_refund": r.total_refund,
+        "created_at": iso_ms(r.created_ms),
+    }
+
+
+def parcel_status_changed(parcel: Parcel, now_ms: int) -> dict[str, Any]:
+    return {
+        "action": systems.PARCEL_STATUS_CHANGED,
+        "timestamp": now_ms,
+        "carrier_status_change_timestamp": parcel.carrier_status_change_ms,
+        "parcel": parcel_object(parcel),
+    }
+
+
+def integration_changed(action: str, integration: Integration, now_ms: int) -> dict[str, Any]:
+    return {"action": action, "timestamp": now_ms, "integration": integration_object(integration)}
+
+
+def refund_requested(refund: Refund, parcel: Parcel, now_ms: int) -> dict[str, Any]:
+    return {
+        "action": systems.REFUND_REQUESTED,
+        "timestamp": now_ms,
+        "refund": refund_object(refund),
+        "parcel": parcel_object(parcel),
+    }
+
+
+def test_webhook(integration_id: int, shop_name: str, system: str, now_ms: int) -> dict[str, Any]:
+    return {
+        "action": systems.TEST_WEBHOOK,
+        "timestamp": now_ms,
+        "integration": {"id": integration_id, "shop_name": shop_name, "system": system},
+    }
+
+
+def recipients(
+    action: str,
+    *,
+    parcel_integration: Integration | None = None,
+    account_integrations: Iterable[Integration] = (),
+) -> list[Integration]:
+    """Who receives an event (SPEC §1): ineligible or switched-off integrations never do.
+
+    Parcel events go to the parcel's integration; integration events to every API
+    integration of the account, the one concerned included.
+    """
+    if action in (systems.PARCEL_STATUS_CHANGED, systems.REFUND_REQUESTED):
+        candidates: Iterable[Integration] = (
+            [parcel_integration] if parcel_integration is not None else []
+        )
+    else:
+        candidates = account_integrations
+    return [
+        i
+        for i in candidates
+        if i.deleted_ms is None or action == systems.INTEGRATION_DELETED
+        if i.receives_webhooks and systems.can_receive(i.system, action)
+    ]

@@ -1,0 +1,88 @@
+"""Everything one parcelhook process runs, wired once from the settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from parcelhook.config import Settings
+from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
+from parcelhook.delivery.sender import Sender
+from parcelhook.domain.clock import Clock, SystemClock
+from parcelhook.service import USER_AGENT, Service
+from parcelhook.store.crypto import SecretBox, load_master_key
+from parcelhook.store.postgres import DeliveryListener
+from parcelhook.store.store import Store
+
+log = logging.getLogger("parcelhook")
+
+
+class Runtime:
+    """Store, service, and (unless turned off) the dispatcher with its own sender."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        box = SecretBox(load_master_key(settings.master_key, settings.key_file))
+        self.store = Store.open(settings.database_url, box)
+        # the Test button's sender is separate so a test never waits behind deliveries
+        self.test_sender = Sender(
+            timeout=settings.timeout,
+            allow_private=settings.allow_private_targets,
+            allow_http=settings.allow_http_targets,
+            user_agent=USER_AGENT,
+        )
+        self.service = Service(
+            self.store,
+            self.clock,
+            settings.target_policy,
+            self.test_sender,
+            secret_grace_ms=int(settings.secret_grace_hours * 3600 * 1000),
+        )
+        self.dispatcher: Dispatcher | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: DeliveryListener | None = None
+
+    async def start(self, *, migrate: bool = True) -> None:
+        if migrate:
+            await self.store.migrate(self.clock.now_ms())
+        if self.settings.dispatcher:
+            await self.start_dispatcher()
+
+    async def start_dispatcher(self) -> Dispatcher:
+        s = self.settings
+        sender = Sender(
+            timeout=s.timeout,
+            allow_private=s.allow_private_targets,
+            allow_http=s.allow_http_targets,
+            user_agent=USER_AGENT,
+        )
+        await sender.start()
+        self.dispatcher = Dispatcher(
+            self.store,
+            sender,
+            self.clock,
+            policy=s.retry,
+            config=DispatcherConfig(lane_concurrency=s.endpoint_concurrency),
+        )
+        self.store.on_enqueue(self.dispatcher.wake)
+        if not self.store.is_sqlite:
+            listener = DeliveryListener(s.database_url, self.dispatcher.wake)
+            listener.start()
+            self._listener = listener
+        self._tasks.append(asyncio.create_task(self.dispatcher.run(self._stop)))
+        return self.dispatcher
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._listener is not None:
+            await self._listener.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.sender.close()
+        await self.test_sender.close()
+        with contextlib.suppress(Exception):
+            await self.store.close()

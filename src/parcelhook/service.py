@@ -1,0 +1,401 @@
+"""What parcelhook does, one function per user action.
+
+Each operation validates its input (domain), changes the data and builds the events the
+change causes, and commits both in one transaction (the outbox). The API and the panel call
+these; neither touches the store or builds an event itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from parcelhook import __version__
+from parcelhook.delivery.sender import Sender, check_target_resolves
+from parcelhook.domain import deliveries as dl
+from parcelhook.domain import events as ev
+from parcelhook.domain import keys, signing, systems
+from parcelhook.domain.clock import Clock
+from parcelhook.domain.deliveries import Delivery
+from parcelhook.domain.errors import Conflict, InvalidInput, NotFound
+from parcelhook.domain.events import Event
+from parcelhook.domain.integrations import (
+    Integration,
+    IntegrationChanges,
+    TargetPolicy,
+    check_webhook_settings,
+    parse_changes,
+)
+from parcelhook.domain.parcels import NewParcel, Parcel, Refund, parse_new_parcel
+from parcelhook.domain.retry import AttemptResult
+from parcelhook.domain.statuses import ParcelStatus, is_known_status
+from parcelhook.store import Store, Tx
+
+USER_AGENT = f"parcelhook/{__version__}"
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    account_id: int
+    integration: Integration
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    delivered: bool
+    status_code: int | None
+    duration_ms: int
+    response_excerpt: str
+    error: str | None
+
+
+class Service:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        policy: TargetPolicy,
+        sender: Sender,
+        *,
+        secret_grace_ms: int = 24 * 3600 * 1000,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.policy = policy
+        self.sender = sender
+        self.secret_grace_ms = secret_grace_ms
+
+    # -- accounts ---------------------------------------------------------------------
+
+    async def create_account(self, email: str, password: str) -> NewAccount:
+        email = email.strip().lower()
+        if "@" not in email or len(email) > 320:
+            raise InvalidInput("email is not a valid e-mail address.", field="email")
+        if len(password) < 8:
+            raise InvalidInput("password must have at least 8 characters.", field="password")
+        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            account_id = await tx.create_account(email, password_hash, now)
+            integration = await tx.create_integration(
+                account_id,
+                IntegrationChanges(shop_name="API integration", system=systems.API),
+                now,
+            )
+            await self._emit_integration(tx, systems.INTEGRATION_CONNECTED, integration, now)
+        return NewAccount(account_id, integration)
+
+    async def set_password(self, account_id: int, password: str) -> None:
+        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        async with self.store.transaction() as tx:
+            await tx.set_password(account_id, password_hash)
+
+    async def sign_in(self, email: str, password: str) -> int | None:
+        """The account id when the password matches (always costs one hash, found or not)."""
+        async with self.store.reading() as r:
+            found = await r.account_by_email(email.strip().lower())
+        stored = found[1] if found else _DUMMY_HASH
+        try:
+            await asyncio.to_thread(_hasher.verify, stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        return found[0] if found else None
+
+    async def authenticate_api(self, public_key: str, secret_key: str) -> Integration | None:
+        """The API integration whose key pair this is (constant-time secret comparison)."""
+        async with self.store.reading() as r:
+            integration = await r.integration_by_public_key(public_key)
+        candidate = integration.secret_key if integration else secrets.token_hex(16)
+        ok = secrets.compare_digest(candidate.encode(), secret_key.encode())
+        if integration is None or not ok or integration.system != systems.API:
+            return None
+        return integration
+
+    # -- integrations -----------------------------------------------------------------
+
+    async def list_integrations(
+        self, account_id: int, after_id: int = 0, limit: int | None = None
+    ) -> list[Integration]:
+        async with self.store.reading() as r:
+            return await r.integrations(account_id, after_id=after_id, limit=limit)
+
+    async def get_integration(self, account_id: int, integration_id: int) -> Integration:
+        async with self.store.reading() as r:
+            return await r.integration(account_id, integration_id)
+
+    async def _check_target(self, active: bool, url: str | None) -> None:
+        check_webhook_settings(active, url, self.policy)
+        if url:
+            problem = await check_target_resolves(url, allow_private=self.policy.allow_private)
+            if problem:
+                raise InvalidInput(problem, field="webhook_url", code="invalid_url")
+
+    async def create_integration(self, account_id: int, data: Any) -> Integration:
+        changes = parse_changes(data, creating=True)
+        await self._check_target(bool(changes.webhook_active), changes.webhook_url)
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            integration = await tx.create_integration(account_id, changes, now)
+            await self._emit_integration(tx, systems.INTEGRATION_CONNECTED, integration, now)
+        return integration
+
+    async def update_integration(
+        self, account_id: int, integration_id: int, data: Any
+    ) -> Integration:
+        changes = parse_changes(data, creating=False)
+        async with self.store.reading() as r:
+            current = await r.integration(account_id, integration_id)
+        active = (
+            current.webhook_active if changes.webhook_active is None else changes.webhook_active
+        )
+        url = None if changes.clear_webhook_url else (changes.webhook_url or current.webhook_url)
+        await self._check_target(active, url)
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            current = await tx.integration(account_id, integration_id)
+            updated = await tx.update_integration(current, changes, now)
+            await self._emit_integration(tx, systems.INTEGRATION_UPDATED, updated, now)
+        return updated
+
+    async def delete_integration(self, account_id: int, integration_id: int) -> None:
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            current = await tx.integration(account_id, integration_id)
+            # routed before the tombstone, so the deleted integration hears of it too
+            await self._emit_integration(tx, systems.INTEGRATION_DELETED, current, now)
+            await tx.delete_integration(current, now)
+
+    async def rotate_webhook_secret(self, account_id: int, integration_id: int) -> Integration:
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            current = await tx.integration(account_id, integration_id)
+            return await tx.rotate_webhook_secret(current, now, self.secret_grace_ms)
+
+    async def _emit_integration(
+        self, tx: Tx, action: str, integration: Integration, now: int
+    ) -> None:
+        others = [
+            i for i in await tx.integrations(integration.account_id) if i.id != integration.id
+        ]
+        recipients = ev.recipients(action, account_integrations=[integration, *others])
+        event = ev.make_event(
+            integration.account_id, ev.integration_changed(action, integration, now)
+        )
+        await tx.enqueue(event, recipients, now)
+
+    async def test_webhook(
+        self, account_id: int, integration_id: int, data: Any = None
+    ) -> TestResult:
+        """Send one signed `test_webhook` to the URL and key as typed; nothing is stored."""
+        async with self.store.reading() as r:
+            integration = await r.integration(account_id, integration_id)
+        typed = data.get("integration") if isinstance(data, dict) else None
+        if data is not None and not isinstance(typed, dict):
+            raise InvalidInput('Expected {"integration": {...}}.', field="integration")
+        typed = typed or {}
+        url = typed.get("webhook_url", integration.webhook_url)
+        key = typed.get("webhook_signature_key") or integration.signing_key
+        if not isinstance(url, str) or not url:
+            raise InvalidInput(
+                "A webhook URL is required to test.", field="webhook_url", code="required"
+            )
+        if not isinstance(key, str):
+            raise InvalidInput(
+                "webhook_signature_key must be a string.", field="webhook_signature_key"
+            )
+        if typed.get("webhook_signature_key"):
+            keys.check_signature_key(key)
+        await self._check_target(True, url)
+        now = self.clock.now_ms()
+        payload = ev.test_webhook(integration.id, integration.shop_name, integration.system, now)
+        event = ev.make_event(account_id, payload)
+        result = await self.sender.send(
+            url, event.body, self.headers_for(event, integration, now, key)
+        )
+        return TestResult(
+            delivered=result.succeeded,
+            status_code=result.status_code,
+            duration_ms=result.duration_ms,
+            response_excerpt=result.response_excerpt,
+            error=result.error if result.error else _status_problem(result),
+        )
+
+    def headers_for(
+        self, event: Event, integration: Integration, now_ms: int, key: str | None = None
+    ) -> dict[str, str]:
+        return signing.webhook_headers(
+            body=event.body,
+            msg_id=event.id,
+            timestamp=now_ms // 1000,
+            signature_key=key or integration.signing_key,
+            webhook_secrets=integration.webhook_secrets(now_ms),
+            user_agent=USER_AGENT,
+        )
+
+    # -- parcels ----------------------------------------------------------------------
+
+    async def create_parcel(self, account_id: int, acting: Integration, data: Any) -> Parcel:
+        new: NewParcel = parse_new_parcel(data)
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            owner = acting
+            if new.integration_id is not None and new.integration_id != acting.id:
+                try:
+                    owner = await tx.integration(account_id, new.integration_id)
+                except NotFound:
+                    raise InvalidInput(
+                        "integration_id names no integration of this account.",
+                        field="integration_id",
+                    ) from None
+            parcel = await tx.create_parcel(
+                account_id, owner.id, new, now, ParcelStatus.READY_TO_SEND
+            )
+            await self._emit_parcel(tx, parcel, now)
+        return parcel
+
+    async def get_parcel(self, account_id: int, parcel_id: int) -> Parcel:
+        async with self.store.reading() as r:
+            return await r.parcel(account_id, parcel_id)
+
+    async def parcels_updated_after(
+        self, account_id: int, after_ms: int, after_id: int, limit: int
+    ) -> list[Parcel]:
+        async with self.store.reading() as r:
+            return await r.parcels_updated_after(account_id, after_ms, after_id, limit)
+
+    async def change_status(
+        self, account_id: int, parcel_id: int, status_id: Any, carrier_ms: Any = None
+    ) -> Parcel:
+        if isinstance(status_id, bool) or not isinstance(status_id, int):
+            raise InvalidInput("status_id must be an integer.", field="status_id")
+        if not is_known_status(status_id):
+            raise InvalidInput(
+                f"Unknown parcel status id {status_id}.", field="status_id", code="unknown_status"
+            )
+        if carrier_ms is not None and (
+            isinstance(carrier_ms, bool) or not isinstance(carrier_ms, int) or carrier_ms < 0
+        ):
+            raise InvalidInput(
+                "carrier_status_change_timestamp must be milliseconds since the epoch.",
+                field="carrier_status_change_timestamp",
+            )
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            parcel = await tx.parcel(account_id, parcel_id)
+            if parcel.status_id == status_id:
+                return parcel  # no change, no event
+            return await self._set_status(tx, parcel, status_id, now, carrier_ms)
+
+    async def cancel_parcel(self, account_id: int, parcel_id: int) -> Parcel:
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            parcel = await tx.parcel(account_id, parcel_id)
+            if parcel.status_id in _NOT_CANCELLABLE:
+                raise Conflict(
+                    f"A parcel in status {parcel.status_id} cannot be cancelled.",
+                    field="status",
+                )
+            parcel = await self._set_status(
+                tx, parcel, ParcelStatus.CANCELLATION_REQUESTED, now, None
+            )
+            return await self._set_status(tx, parcel, ParcelStatus.CANCELLED, now, None)
+
+    async def request_refund(self, account_id: int, parcel_id: int, data: Any) -> Refund:
+        refund_data = data.get("refund") if isinstance(data, dict) else None
+        reason = refund_data.get("reason") if isinstance(refund_data, dict) else None
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInput("refund.reason is required.", field="reason", code="required")
+        if len(reason) > 2000:
+            raise InvalidInput("reason must be at most 2000 characters.", field="reason")
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            parcel = await tx.parcel(account_id, parcel_id)
+            refund = await tx.create_refund(parcel, reason.strip(), parcel.price, now)
+            owner = await tx.integration_by_id(parcel.integration_id)
+            event = ev.make_event(account_id, ev.refund_requested(refund, parcel, now))
+            await tx.enqueue(
+                event, ev.recipients(systems.REFUND_REQUESTED, parcel_integration=owner), now
+            )
+        return refund
+
+    async def _set_status(
+        self, tx: Tx, parcel: Parcel, status_id: int, now: int, carrier_ms: int | None
+    ) -> Parcel:
+        parcel = await tx.set_parcel_status(parcel, status_id, now, carrier_ms)
+        await self._emit_parcel(tx, parcel, now)
+        return parcel
+
+    async def _emit_parcel(self, tx: Tx, parcel: Parcel, now: int) -> None:
+        owner = await tx.integration_by_id(parcel.integration_id)
+        event = ev.make_event(parcel.account_id, ev.parcel_status_changed(parcel, now))
+        await tx.enqueue(
+            event, ev.recipients(systems.PARCEL_STATUS_CHANGED, parcel_integration=owner), now
+        )
+
+    # -- the webhook log --------------------------------------------------------------
+
+    async def list_events(self, account_id: int, after_id: str, limit: int) -> list[Event]:
+        async with self.store.reading() as r:
+            return await r.events(account_id, after_id, limit)
+
+    async def list_deliveries(self, account_id: int, **filters: Any) -> list[Delivery]:
+        status = filters.get("status")
+        if status is not None and status not in dl.STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(dl.STATUSES)}.", field="status")
+        async with self.store.reading() as r:
+            return await r.deliveries(account_id, **filters)
+
+    async def get_delivery(self, account_id: int, delivery_id: int) -> Delivery:
+        async with self.store.reading() as r:
+            return await r.delivery(account_id, delivery_id)
+
+    async def redeliver(self, account_id: int, delivery_id: int) -> Delivery:
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            current = await tx.delivery(account_id, delivery_id)
+            if current.status == dl.PENDING:
+                raise Conflict("This delivery is still pending.", field="status")
+            await tx.redeliver(account_id, now, delivery_id=delivery_id, status=None)
+        return await self.get_delivery(account_id, delivery_id)
+
+    async def redeliver_many(
+        self,
+        account_id: int,
+        *,
+        status: str = dl.FAILED,
+        integration_id: int | None = None,
+        action: str | None = None,
+    ) -> int:
+        if status not in (dl.FAILED, dl.DELIVERED):
+            raise InvalidInput("status must be failed or delivered.", field="status")
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            return await tx.redeliver(
+                account_id, now, status=status, integration_id=integration_id, action=action
+            )
+
+
+_NOT_CANCELLABLE = frozenset(
+    {
+        ParcelStatus.DELIVERED,
+        ParcelStatus.CANCELLATION_REQUESTED,
+        ParcelStatus.CANCELLED,
+        ParcelStatus.CANCELLED_UPSTREAM,
+        ParcelStatus.SHIPMENT_COLLECTED_BY_CUSTOMER,
+    }
+)
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(8))
+
+
+def _status_problem(result: AttemptResult) -> str | None:
+    if result.succeeded or result.status_code is None:
+        return None
+    if 300 <= result.status_code < 400:
+        return f"The endpoint answered {result.status_code} (redirects are not followed)."
+    return f"The endpoint answered {result.status_code}; only 2xx counts as delivered."

@@ -1,0 +1,163 @@
+"""Tables, one schema for SQLite and PostgreSQL. Instants are integer milliseconds (UTC)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData()
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid)
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Ms = BigInteger
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("applied_ms", Ms, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_ms", Ms, nullable=False),
+)
+
+integrations = Table(
+    "integrations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("shop_name", String(255), nullable=False),
+    Column("shop_url", Text),
+    Column("system", String(40), nullable=False),
+    Column("webhook_active", Boolean, nullable=False, default=False),
+    Column("webhook_url", Text),
+    # secrets are Fernet tokens; only the last 4 characters of the signature key are clear
+    Column("webhook_signature_key_enc", Text),
+    Column("webhook_signature_key_last4", String(4)),
+    Column("public_key", String(64), nullable=False, unique=True),
+    Column("secret_key_enc", Text, nullable=False),
+    Column("webhook_secret_enc", Text, nullable=False),
+    Column("previous_webhook_secret_enc", Text),
+    Column("previous_webhook_secret_until_ms", Ms),
+    Column("failing_since_ms", Ms),
+    Column("last_fetch_ms", Ms),
+    Column("last_updated_ms", Ms, nullable=False),
+    Column("created_ms", Ms, nullable=False),
+    Column("service_point_enabled", Boolean, nullable=False, default=False),
+    Column("deleted_ms", Ms),
+)
+
+parcels = Table(
+    "parcels",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("integration_id", Id, ForeignKey("integrations.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("company_name", String(255), nullable=False),
+    Column("address", String(255), nullable=False),
+    Column("house_number", String(255), nullable=False),
+    Column("city", String(255), nullable=False),
+    Column("postal_code", String(255), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("telephone", String(255), nullable=False),
+    Column("email", String(255), nullable=False),
+    Column("weight", String(16), nullable=False),
+    Column("order_number", String(255), nullable=False),
+    Column("external_order_id", String(255), nullable=False),
+    Column("external_shipment_id", String(255), nullable=False),
+    Column("shipment_id", Integer, nullable=False),
+    Column("tracking_number", String(64), nullable=False),
+    Column("is_return", Boolean, nullable=False),
+    Column("status_id", Integer, nullable=False),
+    Column("carrier_status_change_ms", Ms),
+    Column("created_ms", Ms, nullable=False),
+    Column("updated_ms", Ms, nullable=False),
+    Index("parcels_account_updated", "account_id", "updated_ms", "id"),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("parcel_id", Id, ForeignKey("parcels.id"), nullable=False, unique=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(40), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("total_refund", String(16), nullable=False),
+    Column("created_ms", Ms, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("timestamp_ms", Ms, nullable=False),
+    # the exact body bytes (ASCII JSON); NULL once pruned after the retention period
+    Column("body", Text),
+    Index("events_account_time", "account_id", "timestamp_ms"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), ForeignKey("events.id"), nullable=False),
+    Column("integration_id", Id, ForeignKey("integrations.id"), nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("action", String(40), nullable=False),
+    # pending | delivered | failed; a claimed delivery stays pending, its
+    # next_attempt_ms pushed to the lease's end so a crashed worker's work comes due again
+    Column("status", String(16), nullable=False),
+    Column("attempt_count", Integer, nullable=False, default=0),
+    # attempts counted before the latest redelivery: the retry schedule restarts there
+    Column("schedule_base", Integer, nullable=False, default=0),
+    Column("next_attempt_ms", Ms, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_ms", Ms, nullable=False),
+    Column("updated_ms", Ms, nullable=False),
+    Index(
+        "deliveries_due",
+        "next_attempt_ms",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("deliveries_integration", "integration_id", "id"),
+    Index("deliveries_account_status", "account_id", "status", "id"),
+    Index("deliveries_event", "event_id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=False, index=True),
+    Column("at_ms", Ms, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("response_excerpt", Text, nullable=False),
+)

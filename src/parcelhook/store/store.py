@@ -1,0 +1,836 @@
+"""The Store: every database operation parcelhook needs, on SQLite or PostgreSQL.
+
+Writes happen inside `Store.transaction()`, which yields a `Tx`: the change and the events
+it causes commit together (transactional outbox). After a commit that queued deliveries the
+store wakes the dispatchers: in-process at once, and on PostgreSQL through NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from parcelhook.domain import deliveries as dl
+from parcelhook.domain import keys
+from parcelhook.domain.deliveries import Attempt, Claimed, Delivery, Outcome
+from parcelhook.domain.errors import Conflict, NotFound
+from parcelhook.domain.events import Event
+from parcelhook.domain.integrations import Integration, IntegrationChanges
+from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
+from parcelhook.domain.retry import Verdict
+from parcelhook.domain.signing import new_webhook_secret
+from parcelhook.store import migrations
+from parcelhook.store import schema as s
+from parcelhook.store.crypto import SecretBox
+
+NOTIFY_CHANNEL = "parcelhook_deliveries"
+
+
+def normalise_url(url: str) -> str:
+    """SQLAlchemy URL with the async driver for `sqlite:` / `postgresql:` URLs."""
+    u = make_url(url)
+    if u.drivername in ("sqlite", "sqlite+pysqlite"):
+        u = u.set(drivername="sqlite+aiosqlite")
+    elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        u = u.set(drivername="postgresql+asyncpg")
+    return u.render_as_string(hide_password=False)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self.engine = engine
+        self.box = box
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        # SQLite has one writer: queue writers here rather than in its busy handler
+        self._write_lock = asyncio.Lock()
+        self._on_enqueue: list[Callable[[], None]] = []
+
+    @classmethod
+    def open(cls, url: str, box: SecretBox, *, pool_size: int = 10) -> Store:
+        url = normalise_url(url)
+        if url.startswith("sqlite"):
+            engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+            from sqlalchemy import event
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=10000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+        else:
+            engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        return cls(engine, box)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def migrate(self, now_ms: int) -> list[int]:
+        """Bring the schema up to date; concurrent starters wait for each other."""
+        async with self.transaction() as tx:
+            if not self.is_sqlite:
+                await tx.conn.execute(text("SELECT pg_advisory_xact_lock(7201)"))
+            return await migrations.migrate(tx.conn, now_ms)
+
+    def on_enqueue(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every commit that queued deliveries (in this process)."""
+        self._on_enqueue.append(callback)
+
+    # -- transactions -----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """One write transaction; deliveries queued in it are announced after commit."""
+        if self.is_sqlite:
+            async with self._write_lock, self.engine.connect() as conn:
+                # IMMEDIATE takes the write lock up front, so no transaction fails halfway
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                tx = Tx(self, conn)
+                try:
+                    yield tx
+                except BaseException:
+                    await conn.exec_driver_sql("ROLLBACK")
+                    raise
+                await conn.exec_driver_sql("COMMIT")
+        else:
+            async with self.engine.begin() as conn:
+                tx = Tx(self, conn)
+                yield tx
+                if tx.queued:
+                    await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": NOTIFY_CHANNEL})
+        if tx.queued:
+            for callback in self._on_enqueue:
+                callback()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Tx]:
+        """A connection for reads; on SQLite each statement sees the latest commit."""
+        async with self.engine.connect() as conn:
+            yield Tx(self, conn)
+
+    # -- the dispatcher's operations ------------------------------------------------------
+
+    async def claim_due(
+        self,
+        owner: str,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        skip_integrations: Sequence[int] = (),
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries. The lease is the pushed-back `next_attempt_ms`."""
+        d = s.deliveries
+        due = (
+            select(d.c.id)
+            .where(d.c.status == dl.PENDING, d.c.next_attempt_ms <= now_ms)
+            .order_by(d.c.next_attempt_ms)
+            .limit(limit)
+        )
+        if skip_integrations:
+            due = due.where(d.c.integration_id.not_in(list(skip_integrations)))
+        if not self.is_sqlite:
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(d)
+            .where(d.c.id.in_(due.scalar_subquery()))
+            .values(next_attempt_ms=now_ms + lease_ms, lease_owner=owner)
+            .returning(d.c.id)
+        )
+        async with self.transaction() as tx:
+            ids = [r[0] for r in await tx.conn.execute(stmt)]
+            if not ids:
+                return []
+            rows = await tx.conn.execute(
+                select(
+                    d.c.id,
+                    d.c.event_id,
+                    d.c.integration_id,
+                    d.c.attempt_count,
+                    d.c.schedule_base,
+                    s.events.c.body,
+                    s.integrations.c.last_updated_ms,
+                )
+                .join(s.events, s.events.c.id == d.c.event_id)
+                .join(s.integrations, s.integrations.c.id == d.c.integration_id)
+                .where(d.c.id.in_(ids))
+                .order_by(d.c.next_attempt_ms, d.c.id)
+            )
+            return [
+                Claimed(
+                    id=r.id,
+                    event_id=r.event_id,
+                    integration_id=r.integration_id,
+                    integration_version=r.last_updated_ms,
+                    attempt_count=r.attempt_count,
+                    schedule_base=r.schedule_base,
+                    body=(r.body or "").encode("ascii"),
+                )
+                for r in rows
+            ]
+
+    async def extend_leases(self, owner: str, ids: Sequence[int], until_ms: int) -> None:
+        if not ids:
+            return
+        d = s.deliveries
+        async with self.transaction() as tx:
+            await tx.conn.execute(
+                update(d)
+                .where(d.c.id.in_(list(ids)), d.c.lease_owner == owner, d.c.status == dl.PENDING)
+                .values(next_attempt_ms=until_ms)
+            )
+
+    async def release(self, owner: str, ids: Sequence[int], due_ms: int) -> None:
+        """Give leased deliveries back untouched (e.g. their endpoint's lane is full)."""
+        if not ids:
+            return
+        d = s.deliveries
+        async with self.transaction() as tx:
+            await tx.conn.execute(
+                update(d)
+                .where(d.c.id.in_(list(ids)), d.c.lease_owner == owner, d.c.status == dl.PENDING)
+                .values(next_attempt_ms=due_ms, lease_owner=None)
+            )
+
+    async def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> None:
+        """Write a batch of outcomes in one transaction: attempts, delivery states, health."""
+        if not outcomes:
+            return
+        d, i = s.deliveries, s.integrations
+        attempt_rows = [
+            {
+                "delivery_id": o.delivery_id,
+                "at_ms": o.at_ms,
+                "duration_ms": o.result.duration_ms,
+                "status_code": o.result.status_code,
+                "error": o.result.error,
+                "response_excerpt": o.result.response_excerpt,
+            }
+            for o in outcomes
+            if o.result is not None
+        ]
+        state_rows = [
+            {
+                "b_id": o.delivery_id,
+                "b_owner": owner,
+                "b_status": _STATUS_OF[o.verdict],
+                "b_inc": 0 if o.result is None else 1,
+                "b_next": o.next_attempt_ms if o.verdict is Verdict.RETRY else o.at_ms,
+                "b_code": o.result.status_code if o.result else None,
+                "b_error": o.note or (o.result.error if o.result else None),
+                "b_now": o.at_ms,
+            }
+            for o in outcomes
+        ]
+        now = max(o.at_ms for o in outcomes)
+        ok = {o.integration_id for o in outcomes if o.verdict is Verdict.DELIVERED}
+        bad = {
+            o.integration_id
+            for o in outcomes
+            if o.result is not None and o.verdict is not Verdict.DELIVERED
+        } - ok
+        gone = {o.integration_id for o in outcomes if o.verdict is Verdict.GONE}
+        async with self.transaction() as tx:
+            c = tx.conn
+            if attempt_rows:
+                await c.execute(insert(s.attempts), attempt_rows)
+            await c.execute(
+                update(d)
+                .where(d.c.id == bindparam("b_id"), d.c.lease_owner == bindparam("b_owner"))
+                .values(
+                    status=bindparam("b_status"),
+                    attempt_count=d.c.attempt_count + bindparam("b_inc"),
+                    next_attempt_ms=bindparam("b_next"),
+                    lease_owner=None,
+                    last_status_code=bindparam("b_code"),
+                    last_error=bindparam("b_error"),
+                    updated_ms=bindparam("b_now"),
+                ),
+                state_rows,
+            )
+            if ok:
+                await c.execute(
+                    update(i)
+                    .where(i.c.id.in_(ok), i.c.failing_since_ms.is_not(None))
+                    .values(failing_since_ms=None)
+                )
+            if bad:
+                await c.execute(
+                    update(i)
+                    .where(i.c.id.in_(bad), i.c.failing_since_ms.is_(None))
+                    .values(failing_since_ms=now)
+                )
+            if gone:
+                await c.execute(
+                    update(i)
+                    .where(i.c.id.in_(gone), i.c.webhook_active.is_(True))
+                    .values(webhook_active=False, last_updated_ms=now)
+                )
+
+    async def next_due_ms(self) -> int | None:
+        d = s.deliveries
+        async with self.reading() as r:
+            due = (
+                await r.conn.execute(
+                    select(func.min(d.c.next_attempt_ms)).where(d.c.status == dl.PENDING)
+                )
+            ).scalar()
+            return None if due is None else int(due)
+
+    async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
+        async with self.reading() as r:
+            rows = await r.conn.execute(
+                select(s.integrations).where(s.integrations.c.id.in_(list(ids)))
+            )
+            return {row.id: self.integration_from_row(row) for row in rows}
+
+    async def prune(self, older_than_ms: int, batch: int = 500) -> int:
+        """Drop attempts and payloads of settled deliveries older than the cut-off, one batch."""
+        d, e, a = s.deliveries, s.events, s.attempts
+        async with self.transaction() as tx:
+            old = (
+                select(d.c.id)
+                .where(d.c.status == dl.DELIVERED, d.c.updated_ms < older_than_ms)
+                .limit(batch)
+            )
+            ids = [r[0] for r in await tx.conn.execute(old)]
+            if not ids:
+                return 0
+            event_ids = [
+                r[0]
+                for r in await tx.conn.execute(
+                    select(d.c.event_id).where(d.c.id.in_(ids)).distinct()
+                )
+            ]
+            await tx.conn.execute(delete(a).where(a.c.delivery_id.in_(ids)))
+            await tx.conn.execute(delete(d).where(d.c.id.in_(ids)))
+            # an event's payload goes only when none of its deliveries still needs it
+            still_used = select(d.c.event_id).where(d.c.event_id.in_(event_ids))
+            await tx.conn.execute(delete(e).where(e.c.id.in_(event_ids), e.c.id.not_in(still_used)))
+            return len(ids)
+
+    # -- row mapping ------------------------------------------------------------------
+
+    def integration_from_row(self, row: Row[Any]) -> Integration:
+        o = self.box.open
+        return Integration(
+            id=row.id,
+            account_id=row.account_id,
+            shop_name=row.shop_name,
+            shop_url=row.shop_url,
+            system=row.system,
+            webhook_active=bool(row.webhook_active),
+            webhook_url=row.webhook_url,
+            webhook_signature_key=(
+                o(row.webhook_signature_key_enc) if row.webhook_signature_key_enc else None
+            ),
+            public_key=row.public_key,
+            secret_key=o(row.secret_key_enc),
+            webhook_secret=o(row.webhook_secret_enc),
+            previous_webhook_secret=(
+                o(row.previous_webhook_secret_enc) if row.previous_webhook_secret_enc else None
+            ),
+            previous_webhook_secret_until_ms=row.previous_webhook_secret_until_ms,
+            failing_since_ms=row.failing_since_ms,
+            last_fetch_ms=row.last_fetch_ms,
+            last_updated_ms=row.last_updated_ms,
+            created_ms=row.created_ms,
+            service_point_enabled=bool(row.service_point_enabled),
+            deleted_ms=row.deleted_ms,
+        )
+
+
+_STATUS_OF = {
+    Verdict.DELIVERED: dl.DELIVERED,
+    Verdict.RETRY: dl.PENDING,
+    Verdict.FAILED: dl.FAILED,
+    Verdict.GONE: dl.FAILED,
+}
+
+
+def _parcel_from_row(row: Row[Any]) -> Parcel:
+    return Parcel(
+        id=row.id,
+        account_id=row.account_id,
+        integration_id=row.integration_id,
+        name=row.name,
+        company_name=row.company_name,
+        address=row.address,
+        house_number=row.house_number,
+        city=row.city,
+        postal_code=row.postal_code,
+        country=row.country,
+        telephone=row.telephone,
+        email=row.email,
+        weight=row.weight,
+        order_number=row.order_number,
+        external_order_id=row.external_order_id,
+        external_shipment_id=row.external_shipment_id,
+        shipment_id=row.shipment_id,
+        tracking_number=row.tracking_number,
+        is_return=bool(row.is_return),
+        status_id=row.status_id,
+        created_ms=row.created_ms,
+        updated_ms=row.updated_ms,
+        carrier_status_change_ms=row.carrier_status_change_ms,
+    )
+
+
+def _refund_from_row(row: Row[Any]) -> Refund:
+    return Refund(
+        id=row.id,
+        parcel_id=row.parcel_id,
+        reason=row.reason,
+        status=row.status,
+        message=row.message,
+        total_refund=row.total_refund,
+        created_ms=row.created_ms,
+    )
+
+
+def _delivery_from_row(
+    row: Row[Any], attempts: Sequence[Attempt] = (), body: bytes | None = None
+) -> Delivery:
+    return Delivery(
+        id=row.id,
+        event_id=row.event_id,
+        integration_id=row.integration_id,
+        account_id=row.account_id,
+        action=row.action,
+        status=row.status,
+        attempt_count=row.attempt_count,
+        next_attempt_ms=row.next_attempt_ms if row.status == dl.PENDING else None,
+        created_ms=row.created_ms,
+        updated_ms=row.updated_ms,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        attempts=tuple(attempts),
+        body=body,
+    )
+
+
+class Tx:
+    """Domain operations on one connection; inside `Store.transaction()` they commit together."""
+
+    def __init__(self, store: Store, conn: AsyncConnection) -> None:
+        self.store = store
+        self.conn = conn
+        self.queued = False
+
+    # -- accounts ---------------------------------------------------------------------
+
+    async def create_account(self, email: str, password_hash: str, now_ms: int) -> int:
+        a = s.accounts
+        exists = await self.conn.execute(select(a.c.id).where(a.c.email == email))
+        if exists.first() is not None:
+            raise Conflict("An account with this e-mail already exists.", field="email")
+        result = await self.conn.execute(
+            insert(a)
+            .values(email=email, password_hash=password_hash, created_ms=now_ms)
+            .returning(a.c.id)
+        )
+        return int(result.scalar_one())
+
+    async def account_by_email(self, email: str) -> tuple[int, str] | None:
+        a = s.accounts
+        row = (
+            await self.conn.execute(select(a.c.id, a.c.password_hash).where(a.c.email == email))
+        ).first()
+        return (row.id, row.password_hash) if row else None
+
+    async def set_password(self, account_id: int, password_hash: str) -> None:
+        a = s.accounts
+        await self.conn.execute(
+            update(a).where(a.c.id == account_id).values(password_hash=password_hash)
+        )
+
+    async def account_email(self, account_id: int) -> str | None:
+        a = s.accounts
+        return (await self.conn.execute(select(a.c.email).where(a.c.id == account_id))).scalar()
+
+    # -- integrations -----------------------------------------------------------------
+
+    async def create_integration(
+        self, account_id: int, changes: IntegrationChanges, now_ms: int
+    ) -> Integration:
+        box = self.store.box
+        key = changes.webhook_signature_key
+        values: dict[str, Any] = {
+            "account_id": account_id,
+            "shop_name": changes.shop_name or "",
+            "shop_url": changes.shop_url,
+            "system": changes.system,
+            "webhook_active": bool(changes.webhook_active),
+            "webhook_url": changes.webhook_url,
+            "webhook_signature_key_enc": box.seal(key) if key else None,
+            "webhook_signature_key_last4": keys.last4(key) if key else None,
+            "public_key": secrets.token_hex(16),
+            "secret_key_enc": box.seal(secrets.token_hex(16)),
+            "webhook_secret_enc": box.seal(new_webhook_secret()),
+            "last_updated_ms": now_ms,
+            "created_ms": now_ms,
+            "service_point_enabled": False,
+        }
+        i = s.integrations
+        new_id = (await self.conn.execute(insert(i).values(**values).returning(i.c.id))).scalar()
+        return await self.integration(account_id, int(new_id or 0))
+
+    async def integration(self, account_id: int, integration_id: int) -> Integration:
+        """The account's live integration, or NotFound (also for another account's id)."""
+        i = s.integrations
+        row = (
+            await self.conn.execute(
+                select(i).where(
+                    i.c.id == integration_id,
+                    i.c.account_id == account_id,
+                    i.c.deleted_ms.is_(None),
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound("No such integration.", field="id")
+        return self.store.integration_from_row(row)
+
+    async def integrations(
+        self, account_id: int, *, after_id: int = 0, limit: int | None = None
+    ) -> list[Integration]:
+        i = s.integrations
+        q = (
+            select(i)
+            .where(i.c.account_id == account_id, i.c.deleted_ms.is_(None), i.c.id > after_id)
+            .order_by(i.c.id)
+        )
+        if limit is not None:
+            q = q.limit(limit)
+        return [self.store.integration_from_row(r) for r in await self.conn.execute(q)]
+
+    async def integration_by_id(self, integration_id: int) -> Integration | None:
+        """Any integration, deleted or not: for routing, never for answering a tenant."""
+        i = s.integrations
+        row = (await self.conn.execute(select(i).where(i.c.id == integration_id))).first()
+        return self.store.integration_from_row(row) if row else None
+
+    async def integration_by_public_key(self, public_key: str) -> Integration | None:
+        i = s.integrations
+        row = (
+            await self.conn.execute(
+                select(i).where(i.c.public_key == public_key, i.c.deleted_ms.is_(None))
+            )
+        ).first()
+        return self.store.integration_from_row(row) if row else None
+
+    async def update_integration(
+        self, current: Integration, changes: IntegrationChanges, now_ms: int
+    ) -> Integration:
+        box = self.store.box
+        values: dict[str, Any] = {"last_updated_ms": max(now_ms, current.last_updated_ms + 1)}
+        for name in ("shop_name", "shop_url", "system", "webhook_active", "webhook_url"):
+            value = getattr(changes, name)
+            if value is not None:
+                values[name] = value
+        if changes.clear_webhook_url:
+            values["webhook_url"] = None
+        if changes.webhook_signature_key:
+            values["webhook_signature_key_enc"] = box.seal(changes.webhook_signature_key)
+            values["webhook_signature_key_last4"] = keys.last4(changes.webhook_signature_key)
+        elif changes.clear_signature_key:
+            values["webhook_signature_key_enc"] = None
+            values["webhook_signature_key_last4"] = None
+        i = s.integrations
+        await self.conn.execute(update(i).where(i.c.id == current.id).values(**values))
+        return await self.integration(current.account_id, current.id)
+
+    async def rotate_webhook_secret(
+        self, current: Integration, now_ms: int, grace_ms: int
+    ) -> Integration:
+        box = self.store.box
+        i = s.integrations
+        await self.conn.execute(
+            update(i)
+            .where(i.c.id == current.id)
+            .values(
+                webhook_secret_enc=box.seal(new_webhook_secret()),
+                previous_webhook_secret_enc=box.seal(current.webhook_secret),
+                previous_webhook_secret_until_ms=now_ms + grace_ms,
+                last_updated_ms=max(now_ms, current.last_updated_ms + 1),
+            )
+        )
+        return await self.integration(current.account_id, current.id)
+
+    async def delete_integration(self, current: Integration, now_ms: int) -> None:
+        # kept as a tombstone: its own integration_deleted must still reach its webhook
+        i = s.integrations
+        await self.conn.execute(
+            update(i)
+            .where(i.c.id == current.id)
+            .values(
+                deleted_ms=now_ms,
+                last_updated_ms=max(now_ms, current.last_updated_ms + 1),
+                public_key="deleted-" + secrets.token_hex(12),
+            )
+        )
+
+    async def touch_fetch(self, integration_id: int, now_ms: int) -> None:
+        i = s.integrations
+        await self.conn.execute(
+            update(i).where(i.c.id == integration_id).values(last_fetch_ms=now_ms)
+        )
+
+    # -- parcels ----------------------------------------------------------------------
+
+    async def create_parcel(
+        self, account_id: int, integration_id: int, new: NewParcel, now_ms: int, status_id: int
+    ) -> Parcel:
+        p = s.parcels
+        values = {
+            "account_id": account_id,
+            "integration_id": integration_id,
+            "name": new.name,
+            "company_name": new.company_name,
+            "address": new.address,
+            "house_number": new.house_number,
+            "city": new.city,
+            "postal_code": new.postal_code,
+            "country": new.country,
+            "telephone": new.telephone,
+            "email": new.email,
+            "weight": new.weight,
+            "order_number": new.order_number,
+            "external_order_id": new.external_order_id,
+            "external_shipment_id": new.external_shipment_id,
+            "shipment_id": new.shipment_id,
+            "tracking_number": "",
+            "is_return": new.is_return,
+            "status_id": status_id,
+            "created_ms": now_ms,
+            "updated_ms": now_ms,
+        }
+        new_id = int(
+            (await self.conn.execute(insert(p).values(**values).returning(p.c.id))).scalar_one()
+        )
+        await self.conn.execute(
+            update(p).where(p.c.id == new_id).values(tracking_number=tracking_number(new_id))
+        )
+        return await self.parcel(account_id, new_id)
+
+    async def parcel(self, account_id: int, parcel_id: int) -> Parcel:
+        p = s.parcels
+        row = (
+            await self.conn.execute(
+                select(p).where(p.c.id == parcel_id, p.c.account_id == account_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound("No such parcel.", field="id")
+        return _parcel_from_row(row)
+
+    async def parcels_updated_after(
+        self, account_id: int, after_ms: int, after_id: int, limit: int
+    ) -> list[Parcel]:
+        """Parcels changed after an instant, in (updated, id) order: the polling alternative."""
+        p = s.parcels
+        q = (
+            select(p)
+            .where(
+                p.c.account_id == account_id,
+                or_(p.c.updated_ms > after_ms, and_(p.c.updated_ms == after_ms, p.c.id > after_id)),
+            )
+            .order_by(p.c.updated_ms, p.c.id)
+            .limit(limit)
+        )
+        return [_parcel_from_row(r) for r in await self.conn.execute(q)]
+
+    async def set_parcel_status(
+        self, parcel: Parcel, status_id: int, now_ms: int, carrier_ms: int | None
+    ) -> Parcel:
+        p = s.parcels
+        await self.conn.execute(
+            update(p)
+            .where(p.c.id == parcel.id)
+            .values(
+                status_id=status_id,
+                updated_ms=max(now_ms, parcel.updated_ms + 1),
+                carrier_status_change_ms=carrier_ms,
+            )
+        )
+        return await self.parcel(parcel.account_id, parcel.id)
+
+    async def create_refund(self, parcel: Parcel, reason: str, total: str, now_ms: int) -> Refund:
+        r = s.refunds
+        exists = await self.conn.execute(select(r.c.id).where(r.c.parcel_id == parcel.id))
+        if exists.first() is not None:
+            raise Conflict("A refund was already requested for this parcel.", field="parcel_id")
+        new_id = (
+            await self.conn.execute(
+                insert(r)
+                .values(
+                    parcel_id=parcel.id,
+                    account_id=parcel.account_id,
+                    reason=reason,
+                    status="requested",
+                    message="Refund requested",
+                    total_refund=total,
+                    created_ms=now_ms,
+                )
+                .returning(r.c.id)
+            )
+        ).scalar_one()
+        row = (await self.conn.execute(select(r).where(r.c.id == new_id))).one()
+        return _refund_from_row(row)
+
+    # -- the outbox -------------------------------------------------------------------
+
+    async def enqueue(self, event: Event, recipients: Sequence[Integration], now_ms: int) -> None:
+        """Store the event and one pending delivery per recipient, in this transaction."""
+        await self.enqueue_many([(event, recipients)], now_ms)
+
+    async def enqueue_many(
+        self, batch: Sequence[tuple[Event, Sequence[Integration]]], now_ms: int
+    ) -> None:
+        event_rows = [
+            {
+                "id": e.id,
+                "account_id": e.account_id,
+                "action": e.action,
+                "timestamp_ms": e.timestamp_ms,
+                "body": e.body.decode("ascii"),
+            }
+            for e, _ in batch
+        ]
+        delivery_rows = [
+            {
+                "event_id": e.id,
+                "integration_id": i.id,
+                "account_id": e.account_id,
+                "action": e.action,
+                "status": dl.PENDING,
+                "attempt_count": 0,
+                "schedule_base": 0,
+                "next_attempt_ms": now_ms,
+                "created_ms": now_ms,
+                "updated_ms": now_ms,
+            }
+            for e, recipients in batch
+            for i in recipients
+        ]
+        if event_rows:
+            await self.conn.execute(insert(s.events), event_rows)
+        if delivery_rows:
+            await self.conn.execute(insert(s.deliveries), delivery_rows)
+            self.queued = True
+
+    # -- the webhook log --------------------------------------------------------------
+
+    async def events(self, account_id: int, after_id: str, limit: int) -> list[Event]:
+        e = s.events
+        q = (
+            select(e)
+            .where(e.c.account_id == account_id, e.c.id > after_id)
+            .order_by(e.c.id)
+            .limit(limit)
+        )
+        return [
+            Event(
+                id=r.id,
+                account_id=r.account_id,
+                action=r.action,
+                timestamp_ms=r.timestamp_ms,
+                body=(r.body or "").encode("ascii"),
+            )
+            for r in await self.conn.execute(q)
+        ]
+
+    async def deliveries(
+        self,
+        account_id: int,
+        *,
+        status: str | None = None,
+        integration_id: int | None = None,
+        action: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        """Newest first, so the log opens on what just happened."""
+        d = s.deliveries
+        q = select(d).where(d.c.account_id == account_id).order_by(d.c.id.desc()).limit(limit)
+        if status is not None:
+            q = q.where(d.c.status == status)
+        if integration_id is not None:
+            q = q.where(d.c.integration_id == integration_id)
+        if action is not None:
+            q = q.where(d.c.action == action)
+        if before_id is not None:
+            q = q.where(d.c.id < before_id)
+        return [_delivery_from_row(r) for r in await self.conn.execute(q)]
+
+    async def delivery(self, account_id: int, delivery_id: int) -> Delivery:
+        d, a, e = s.deliveries, s.attempts, s.events
+        row = (
+            await self.conn.execute(
+                select(d, e.c.body)
+                .join(e, e.c.id == d.c.event_id)
+                .where(d.c.id == delivery_id, d.c.account_id == account_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound("No such delivery.", field="id")
+        attempt_rows = await self.conn.execute(
+            select(a).where(a.c.delivery_id == delivery_id).order_by(a.c.id)
+        )
+        attempts = [
+            Attempt(
+                at_ms=r.at_ms,
+                duration_ms=r.duration_ms,
+                status_code=r.status_code,
+                error=r.error,
+                response_excerpt=r.response_excerpt,
+            )
+            for r in attempt_rows
+        ]
+        body = row.body.encode("ascii") if row.body is not None else None
+        return _delivery_from_row(row, attempts, body)
+
+    async def redeliver(
+        self,
+        account_id: int,
+        now_ms: int,
+        *,
+        delivery_id: int | None = None,
+        status: str | None = dl.FAILED,
+        integration_id: int | None = None,
+        action: str | None = None,
+    ) -> int:
+        """Queue settled deliveries again with a fresh retry schedule; returns how many."""
+        d = s.deliveries
+        q = update(d).where(d.c.account_id == account_id, d.c.status != dl.PENDING)
+        if delivery_id is not None:
+            q = q.where(d.c.id == delivery_id)
+        if status is not None:
+            q = q.where(d.c.status == status)
+        if integration_id is not None:
+            q = q.where(d.c.integration_id == integration_id)
+        if action is not None:
+            q = q.where(d.c.action == action)
+        # a pruned payload cannot be sent again
+        q = q.where(d.c.event_id.in_(select(s.events.c.id).where(s.events.c.body.is_not(None))))
+        result = await self.conn.execute(
+            q.values(
+                status=dl.PENDING,
+                schedule_base=d.c.attempt_count,
+                next_attempt_ms=now_ms,
+                lease_owner=None,
+                updated_ms=now_ms,
+            )
+        )
+        count = int(result.rowcount or 0)
+        if count:
+            self.queued = True
+        return count
