@@ -182,7 +182,9 @@ class Dispatcher:
         try:
             while lane.queue and not self._stopping:
                 c = lane.queue.popleft()
-                self._outcomes.append(await self._deliver(c))
+                outcome = await self._deliver(c)
+                # append after the await: the writer swaps the list while we send
+                self._outcomes.append(outcome)
                 self._outcome_ready.set()
         finally:
             lane.workers -= 1

@@ -1,0 +1,36 @@
+# The two-command promise: `make run` and `make test` work on a fresh machine with Python 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# API, panel and dispatcher on 127.0.0.1:8000, SQLite in var/, a demo account printed
+run: $(STAMP)
+	mkdir -p var
+	PARCELHOOK_DATABASE_URL=$${PARCELHOOK_DATABASE_URL:-sqlite:///var/parcelhook.db} \
+	PARCELHOOK_KEY_FILE=$${PARCELHOOK_KEY_FILE:-var/parcelhook.key} \
+	$(BIN)/parcelhook serve --host 127.0.0.1 --port 8000 \
+		--allow-private-targets --allow-http-targets
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# the delivery benchmark (not a test); QUICK=1 for a run of under a minute
+bench: $(STAMP)
+	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) var test-artifacts .mypy_cache .ruff_cache .pytest_cache
