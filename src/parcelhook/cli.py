@@ -130,6 +130,23 @@ def _delivery_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Requests one endpoint may have in flight at once.",
         ),
         click.option(
+            "--lease-seconds",
+            type=click.FloatRange(1, 3600),
+            default=120.0,
+            envvar="PARCELHOOK_LEASE_SECONDS",
+            show_default=True,
+            help="How long a claimed delivery stays with this process; a crashed process's "
+            "deliveries are taken over after it. Must exceed --timeout.",
+        ),
+        click.option(
+            "--poll-seconds",
+            type=click.FloatRange(0.05, 60),
+            default=1.0,
+            envvar="PARCELHOOK_POLL_SECONDS",
+            show_default=True,
+            help="Fallback poll when no wake-up arrives.",
+        ),
+        click.option(
             "--log-level",
             default="info",
             envvar="PARCELHOOK_LOG_LEVEL",
@@ -154,6 +171,8 @@ def _delivery_settings(database_url: str, **kw: Any) -> Settings:
         timeout=kw.pop("timeout"),
         endpoint_concurrency=kw.pop("endpoint_concurrency"),
         retry=retry,
+        lease_seconds=kw.pop("lease_seconds"),
+        poll_seconds=kw.pop("poll_seconds"),
         **kw,
     )
 

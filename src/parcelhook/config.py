@@ -22,6 +22,9 @@ class Settings:
     timeout: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     endpoint_concurrency: int = 16
+    # how long a claimed delivery stays leased: a crashed worker's work is retaken after it
+    lease_seconds: float = 120.0
+    poll_seconds: float = 1.0
     # the Fernet master key; when absent it is read from (or generated into) key_file
     master_key: str | None = None
     key_file: Path = Path("parcelhook.key")

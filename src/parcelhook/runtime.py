@@ -65,7 +65,11 @@ class Runtime:
             sender,
             self.clock,
             policy=s.retry,
-            config=DispatcherConfig(lane_concurrency=s.endpoint_concurrency),
+            config=DispatcherConfig(
+                lane_concurrency=s.endpoint_concurrency,
+                lease_ms=int(s.lease_seconds * 1000),
+                poll_ms=int(s.poll_seconds * 1000),
+            ),
         )
         self.store.on_enqueue(self.dispatcher.wake)
         if not self.store.is_sqlite:
