@@ -1,0 +1,184 @@
+"""The store's contract, run identically on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import func, select
+
+from parcelhook.domain import deliveries as dl
+from parcelhook.domain import events as ev
+from parcelhook.domain.deliveries import Outcome
+from parcelhook.domain.integrations import Integration, IntegrationChanges
+from parcelhook.domain.retry import AttemptResult, Verdict
+from parcelhook.store import Store
+from parcelhook.store import schema as s
+from parcelhook.store.crypto import SecretBox
+
+NOW = 1_800_000_000_000
+LEASE = 60_000
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    st = Store.open(database_url, SecretBox(Fernet.generate_key()))
+    assert await st.migrate(NOW) == [1]
+    yield st
+    await st.close()
+
+
+async def _integration(store: Store, url: str = "https://example.com/hook") -> Integration:
+    async with store.transaction() as tx:
+        account = await tx.create_account(f"x{id(store)}@example.com", "hash", NOW)
+        return await tx.create_integration(
+            account,
+            IntegrationChanges(shop_name="app", system="api", webhook_active=True,
+                               webhook_url=url, webhook_signature_key="Str0ng!Signature-Key"),
+            NOW,
+        )
+
+
+async def _enqueue(store: Store, integration: Integration, n: int) -> list[str]:
+    events = [
+        ev.make_event(integration.account_id,
+                      ev.integration_changed("integration_updated", integration, NOW + i))
+        for i in range(n)
+    ]
+    async with store.transaction() as tx:
+        await tx.enqueue_many([(e, [integration]) for e in events], NOW)
+    return [e.id for e in events]
+
+
+async def _count(store: Store, table: object) -> int:
+    async with store.reading() as r:
+        return int((await r.conn.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
+
+
+async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
+    assert await store.migrate(NOW) == []
+    async with store.reading() as r:
+        rows = (await r.conn.execute(select(s.schema_migrations.c.version))).scalars().all()
+    assert list(rows) == [1]
+
+
+async def test_secrets_are_encrypted_at_rest(store: Store) -> None:
+    integration = await _integration(store)
+    async with store.reading() as r:
+        row = (await r.conn.execute(select(s.integrations))).one()
+    stored = " ".join(str(v) for v in row)
+    assert "Str0ng!Signature-Key" not in stored
+    assert integration.secret_key not in stored and integration.webhook_secret not in stored
+    assert row.webhook_signature_key_last4 == "-Key"
+    assert integration.webhook_signature_key == "Str0ng!Signature-Key"
+
+
+async def test_a_failed_transaction_leaves_neither_change_nor_event(store: Store) -> None:
+    integration = await _integration(store)
+    event = ev.make_event(integration.account_id,
+                          ev.integration_changed("integration_updated", integration, NOW))
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.update_integration(integration, IntegrationChanges(shop_name="new"), NOW)
+            await tx.enqueue(event, [integration], NOW)
+            raise RuntimeError("crash between change and commit")
+    assert await _count(store, s.events) == 0
+    assert await _count(store, s.deliveries) == 0
+    async with store.reading() as r:
+        assert (await r.integration(integration.account_id, integration.id)).shop_name == "app"
+
+
+async def test_concurrent_claims_never_hand_out_a_delivery_twice(store: Store) -> None:
+    integration = await _integration(store)
+    await _enqueue(store, integration, 50)
+    claims = await asyncio.gather(
+        *(store.claim_due(f"w{i}", NOW, LEASE, 10) for i in range(6))
+    )
+    ids = [c.id for batch in claims for c in batch]
+    assert len(ids) == 50 and len(set(ids)) == 50
+    assert await store.claim_due("late", NOW, LEASE, 10) == []
+    assert all(c.body.startswith(b'{"action": "integration_updated"') for c in claims[0])
+
+
+async def test_expired_leases_are_taken_over_and_the_old_owner_is_fenced(store: Store) -> None:
+    integration = await _integration(store)
+    await _enqueue(store, integration, 1)
+    (mine,) = await store.claim_due("crashed", NOW, LEASE, 10)
+    assert await store.claim_due("other", NOW + LEASE - 1, LEASE, 10) == []
+    (theirs,) = await store.claim_due("other", NOW + LEASE, LEASE, 10)
+    assert theirs.id == mine.id
+    ok = AttemptResult(200, 5, "ok")
+    # the crashed owner's late write changes nothing; the new owner's counts
+    await store.record_outcomes("crashed", [Outcome(mine.id, integration.id, Verdict.DELIVERED,
+                                                    NOW + LEASE, ok)])
+    async with store.reading() as r:
+        assert (await r.delivery(integration.account_id, mine.id)).status == dl.PENDING
+    await store.record_outcomes("other", [Outcome(mine.id, integration.id, Verdict.DELIVERED,
+                                                  NOW + LEASE, ok)])
+    async with store.reading() as r:
+        d = await r.delivery(integration.account_id, mine.id)
+    assert d.status == dl.DELIVERED and d.attempt_count == 1
+
+
+async def test_outcomes_schedule_retries_and_track_endpoint_health(store: Store) -> None:
+    integration = await _integration(store)
+    await _enqueue(store, integration, 2)
+    a, b = await store.claim_due("w", NOW, LEASE, 10)
+    fail = AttemptResult(500, 12, "boom")
+    await store.record_outcomes("w", [
+        Outcome(a.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000),
+        Outcome(b.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000),
+    ])
+    async with store.reading() as r:
+        d = await r.delivery(integration.account_id, a.id)
+        health = await r.integration(integration.account_id, integration.id)
+    assert (d.status, d.attempt_count, d.next_attempt_ms) == (dl.PENDING, 1, NOW + 300_000)
+    assert d.attempts[0].status_code == 500 and d.attempts[0].response_excerpt == "boom"
+    assert health.failing_since_ms == NOW
+    assert await store.next_due_ms() == NOW + 300_000
+    assert await store.claim_due("w", NOW + 299_999, LEASE, 10) == []
+    later = await store.claim_due("w", NOW + 300_000, LEASE, 10)
+    assert [c.attempt_count for c in later] == [1, 1]
+    await store.record_outcomes("w", [
+        Outcome(later[0].id, integration.id, Verdict.DELIVERED, NOW + 300_000,
+                AttemptResult(204, 3, "")),
+        Outcome(later[1].id, integration.id, Verdict.GONE, NOW + 300_000,
+                AttemptResult(410, 3, "")),
+    ])
+    async with store.reading() as r:
+        health = await r.integration(integration.account_id, integration.id)
+    assert health.failing_since_ms is None  # cleared by the success
+    assert health.webhook_active is False  # turned off by 410
+
+
+async def test_redelivery_restarts_the_schedule(store: Store) -> None:
+    integration = await _integration(store)
+    await _enqueue(store, integration, 1)
+    (c,) = await store.claim_due("w", NOW, LEASE, 10)
+    await store.record_outcomes("w", [Outcome(c.id, integration.id, Verdict.FAILED, NOW,
+                                              AttemptResult(None, 10_000, "", "timed out"))])
+    async with store.transaction() as tx:
+        assert await tx.redeliver(integration.account_id, NOW + 5, status=dl.FAILED) == 1
+        assert await tx.redeliver(integration.account_id, NOW + 5, status=dl.FAILED) == 0
+    (again,) = await store.claim_due("w", NOW + 5, LEASE, 10)
+    assert (again.attempt_count, again.schedule_base) == (1, 1)
+
+
+async def test_prune_drops_old_settled_payloads_in_batches(store: Store) -> None:
+    integration = await _integration(store)
+    await _enqueue(store, integration, 5)
+    claimed = await store.claim_due("w", NOW, LEASE, 10)
+    ok = AttemptResult(200, 1, "ok")
+    await store.record_outcomes("w", [
+        Outcome(c.id, integration.id, Verdict.DELIVERED, NOW, ok) for c in claimed[:4]
+    ])
+    await store.record_outcomes("w", [Outcome(claimed[4].id, integration.id, Verdict.FAILED,
+                                              NOW, AttemptResult(500, 1, ""))])
+    assert await store.prune(NOW + 1, batch=3) == 3
+    assert await store.prune(NOW + 1, batch=3) == 1
+    assert await store.prune(NOW + 1, batch=3) == 0
+    assert await _count(store, s.attempts) == 1  # the failed one's attempt stays
+    assert await _count(store, s.events) == 1
+    assert await _count(store, s.deliveries) == 1
