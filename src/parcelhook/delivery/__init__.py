@@ -1,0 +1,1 @@
+"""Outbound HTTP: the only package that talks to webhook endpoints."""
