@@ -77,7 +77,25 @@ class Runtime:
             listener.start()
             self._listener = listener
         self._tasks.append(asyncio.create_task(self.dispatcher.run(self._stop)))
+        self._tasks.append(asyncio.create_task(self._prune_forever()))
         return self.dispatcher
+
+    async def prune_once(self, batch: int = 500) -> int:
+        """Drop one batch of settled payloads and attempts older than the retention period."""
+        cutoff = self.clock.now_ms() - int(self.settings.retention_days * 86_400_000)
+        return await self.store.prune(cutoff, batch)
+
+    async def _prune_forever(self) -> None:
+        # small batches with pauses between them, so pruning never holds up delivery
+        while not self._stop.is_set():
+            try:
+                pruned = await self.prune_once()
+            except Exception:
+                log.exception("pruning failed; trying again later")
+                pruned = 0
+            pause = 0.1 if pruned else 60.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), pause)
 
     async def stop(self) -> None:
         self._stop.set()

@@ -18,9 +18,15 @@ from support.hostile_receiver import HostileReceiver, Mode, ReceivedRequest
 
 KEY = "Str0ng!Signature-Key"
 PARCEL = {
-    "name": "Anna de Vries", "address": "Stationsplein", "house_number": "1",
-    "city": "Eindhoven", "postal_code": "5611 AB", "country": "NL", "weight": "2",
-    "email": "anna@example.com", "order_number": "ORD-1001",
+    "name": "Anna de Vries",
+    "address": "Stationsplein",
+    "house_number": "1",
+    "city": "Eindhoven",
+    "postal_code": "5611 AB",
+    "country": "NL",
+    "weight": "2",
+    "email": "anna@example.com",
+    "order_number": "ORD-1001",
 }
 
 
@@ -32,15 +38,23 @@ async def configure(acct: Account, integration_id: int, url: str, key: str | Non
     settings: dict[str, Any] = {"webhook_active": True, "webhook_url": url}
     if key:
         settings["webhook_signature_key"] = key
-    r = await acct.call("PUT", f"/api/v2/integrations/{integration_id}",
-                        {"integration": settings})
+    r = await acct.call("PUT", f"/api/v2/integrations/{integration_id}", {"integration": settings})
     assert r.status_code == 200, r.text
 
 
 async def shop(acct: Account, url: str, system: str = "shopify") -> int:
-    r = await acct.call("POST", "/api/v2/integrations", {"integration": {
-        "shop_name": "My shop", "system": system, "webhook_active": True, "webhook_url": url,
-    }})
+    r = await acct.call(
+        "POST",
+        "/api/v2/integrations",
+        {
+            "integration": {
+                "shop_name": "My shop",
+                "system": system,
+                "webhook_active": True,
+                "webhook_url": url,
+            }
+        },
+    )
     assert r.status_code == 201, r.text
     return int(r.json()["integration"]["id"])
 
@@ -59,14 +73,16 @@ async def test_status_changes_arrive_signed_and_verifiable(harness: HarnessFacto
         await configure(acct, acct.api.id, rx.url("/hook"))
         parcel = await new_parcel(acct)
         for status in (3, 11):
-            r = await acct.call("POST", f"/api/v2/parcels/{parcel['id']}/status",
-                                {"status_id": status})
+            r = await acct.call(
+                "POST", f"/api/v2/parcels/{parcel['id']}/status", {"status_id": status}
+            )
             assert r.status_code == 200 and r.json()["parcel"]["status"]["id"] == status
         await rx.wait_for_requests(4)  # integration_updated + three status changes
         got = [r for r in rx.requests if b"parcel_status_changed" in r.body]
         assert [json.loads(r.body)["parcel"]["status"]["id"] for r in got] == [1000, 3, 11]
         secret = (await acct.call("GET", f"/api/v2/integrations/{acct.api.id}")).json()[
-            "integration"]["webhook_secret"]
+            "integration"
+        ]["webhook_secret"]
         for req in got:
             expected = hmac.new(KEY.encode(), req.body, hashlib.sha256).hexdigest()
             assert req.headers["Sendcloud-Signature"] == expected
@@ -79,8 +95,7 @@ async def test_status_changes_arrive_signed_and_verifiable(harness: HarnessFacto
         assert list(body)[:2] == ["action", "timestamp"]
         assert body["parcel"]["weight"] == "2.000"
         assert body["parcel"]["status"] == {"id": 11, "message": "Delivered"}
-        assert body["parcel"]["country"] == {"iso_2": "NL", "iso_3": "NLD",
-                                             "name": "Netherlands"}
+        assert body["parcel"]["country"] == {"iso_2": "NL", "iso_3": "NLD", "name": "Netherlands"}
 
 
 async def test_failing_twice_then_ok_gives_three_attempts_on_schedule(
@@ -123,8 +138,10 @@ async def test_always_failing_ends_failed_after_11_attempts_then_redelivers(
         await new_parcel(acct, integration_id=shop_id)
         (delivery,) = await h.service.list_deliveries(acct.account_id, integration_id=shop_id)
         for n in range(1, 12):
-            await eventually(lambda n=n: _attempts(h, acct, delivery.id, n),  # type: ignore[misc]
-                             what=f"attempt {n}")
+            await eventually(
+                lambda n=n: _attempts(h, acct, delivery.id, n),  # type: ignore[misc]
+                what=f"attempt {n}",
+            )
             await clock.advance(3600 * 1.2)
         await eventually(lambda: _status(h, acct, delivery.id, dl.FAILED))
         failed = await acct.call("GET", "/api/v2/webhook-deliveries?status=failed")
@@ -152,8 +169,11 @@ async def test_bulk_redelivery_by_filter(harness: HarnessFactory) -> None:
             await new_parcel(acct, integration_id=shop_id)
         await eventually(lambda: _count(h, acct, dl.FAILED, 3), what="3 failed")
         rx.route("/down", Mode.ok())
-        r = await acct.call("POST", "/api/v2/webhook-deliveries/redeliver",
-                            {"status": "failed", "integration_id": shop_id})
+        r = await acct.call(
+            "POST",
+            "/api/v2/webhook-deliveries/redeliver",
+            {"status": "failed", "integration_id": shop_id},
+        )
         assert r.json() == {"redelivered": 3}
         await eventually(lambda: _count(h, acct, dl.DELIVERED, 3), what="3 delivered")
 
@@ -167,11 +187,13 @@ async def test_shop_integration_receives_only_parcel_status_changes(
         shop_id = await shop(acct, rx.url("/shop"), system="woocommerce_v2")
         parcel = await new_parcel(acct, integration_id=shop_id)
         await acct.call("POST", f"/api/v2/parcels/{parcel['id']}/status", {"status_id": 11})
-        r = await acct.call("POST", f"/api/v2/parcels/{parcel['id']}/refund",
-                            {"refund": {"reason": "Damaged"}})
+        r = await acct.call(
+            "POST", f"/api/v2/parcels/{parcel['id']}/refund", {"refund": {"reason": "Damaged"}}
+        )
         assert r.status_code == 201
-        await acct.call("PUT", f"/api/v2/integrations/{shop_id}",
-                        {"integration": {"shop_name": "Renamed"}})
+        await acct.call(
+            "PUT", f"/api/v2/integrations/{shop_id}", {"integration": {"shop_name": "Renamed"}}
+        )
         await rx.wait_for_requests(2)
         # never queued, not queued-then-dropped
         mine = await h.service.list_deliveries(acct.account_id, integration_id=shop_id)
@@ -184,24 +206,39 @@ async def test_integration_events_reach_every_api_integration(harness: HarnessFa
     acct = await h.account()
     async with HostileReceiver() as rx:
         await configure(acct, acct.api.id, rx.url("/a"))
-        r = await acct.call("POST", "/api/v2/integrations", {"integration": {
-            "shop_name": "Second app", "system": "api", "webhook_active": True,
-            "webhook_url": rx.url("/b"),
-        }})
+        r = await acct.call(
+            "POST",
+            "/api/v2/integrations",
+            {
+                "integration": {
+                    "shop_name": "Second app",
+                    "system": "api",
+                    "webhook_active": True,
+                    "webhook_url": rx.url("/b"),
+                }
+            },
+        )
         b = r.json()["integration"]
         assert r.status_code == 201 and "webhook_signature_key" not in b
-        await acct.call("PUT", f"/api/v2/integrations/{b['id']}",
-                        {"integration": {"shop_name": "Second app, renamed"}})
+        await acct.call(
+            "PUT",
+            f"/api/v2/integrations/{b['id']}",
+            {"integration": {"shop_name": "Second app, renamed"}},
+        )
         r = await acct.call("DELETE", f"/api/v2/integrations/{b['id']}")
         assert r.status_code == 204
         await rx.wait_for_requests(7)
         assert actions(rx.requests, "/a") == [
-            "integration_updated", "integration_connected", "integration_updated",
+            "integration_updated",
+            "integration_connected",
+            "integration_updated",
             "integration_deleted",
         ]
         # the deleted integration hears of its own deletion before it goes
         assert actions(rx.requests, "/b") == [
-            "integration_connected", "integration_updated", "integration_deleted",
+            "integration_connected",
+            "integration_updated",
+            "integration_deleted",
         ]
         assert (await acct.call("GET", f"/api/v2/integrations/{b['id']}")).status_code == 404
 
@@ -212,8 +249,9 @@ async def test_refund_request_emits_refund_requested(harness: HarnessFactory) ->
     async with HostileReceiver() as rx:
         await configure(acct, acct.api.id, rx.url("/hook"))
         parcel = await new_parcel(acct, shipment={"id": 1343})
-        r = await acct.call("POST", f"/api/v2/parcels/{parcel['id']}/refund",
-                            {"refund": {"reason": "Parcel lost"}})
+        r = await acct.call(
+            "POST", f"/api/v2/parcels/{parcel['id']}/refund", {"refund": {"reason": "Parcel lost"}}
+        )
         assert r.status_code == 201
         await rx.wait_for_requests(3)
         body = json.loads(rx.requests[-1].body)
@@ -229,21 +267,28 @@ async def test_webhook_test_uses_typed_values_and_stores_nothing(harness: Harnes
     acct = await h.account()
     async with HostileReceiver() as rx:
         before = (await acct.call("GET", f"/api/v2/integrations/{acct.api.id}")).json()
-        r = await acct.call("POST", f"/api/v2/integrations/{acct.api.id}/webhook-test",
-                            {"integration": {"webhook_url": rx.url("/typed"),
-                                             "webhook_signature_key": KEY}})
+        r = await acct.call(
+            "POST",
+            f"/api/v2/integrations/{acct.api.id}/webhook-test",
+            {"integration": {"webhook_url": rx.url("/typed"), "webhook_signature_key": KEY}},
+        )
         result = r.json()
         assert r.status_code == 200 and result["delivered"] is True
         assert result["status_code"] == 200 and result["response_excerpt"] == "ok"
         (req,) = rx.requests
         assert json.loads(req.body)["action"] == "test_webhook"
-        assert req.headers["Sendcloud-Signature"] == hmac.new(
-            KEY.encode(), req.body, hashlib.sha256).hexdigest()
+        assert (
+            req.headers["Sendcloud-Signature"]
+            == hmac.new(KEY.encode(), req.body, hashlib.sha256).hexdigest()
+        )
         after = (await acct.call("GET", f"/api/v2/integrations/{acct.api.id}")).json()
         assert after == before
         rx.route("/typed", Mode.status(500))
-        r = await acct.call("POST", f"/api/v2/integrations/{acct.api.id}/webhook-test",
-                            {"integration": {"webhook_url": rx.url("/typed")}})
+        r = await acct.call(
+            "POST",
+            f"/api/v2/integrations/{acct.api.id}/webhook-test",
+            {"integration": {"webhook_url": rx.url("/typed")}},
+        )
         assert r.json()["delivered"] is False and r.json()["status_code"] == 500
         assert "2xx" in r.json()["error"]
     assert await h.service.list_deliveries(acct.account_id) == []
@@ -273,3 +318,28 @@ async def _status(h: Harness, acct: Account, delivery_id: int, status: str) -> b
 
 async def _count(h: Harness, acct: Account, status: str, n: int) -> bool:
     return len(await h.service.list_deliveries(acct.account_id, status=status)) == n
+
+
+async def test_retention_prunes_old_payloads_while_delivery_goes_on(
+    harness: HarnessFactory,
+) -> None:
+    clock = FakeClock()
+    h = await harness(clock=clock, retention_days=30)
+    acct = await h.account()
+    async with HostileReceiver() as rx:
+        shop_id = await shop(acct, rx.url("/shop"))
+        for _ in range(3):
+            await new_parcel(acct, integration_id=shop_id)
+        await eventually(lambda: _count(h, acct, dl.DELIVERED, 3), what="3 delivered")
+        assert await h.runtime.prune_once() == 0  # nothing is old yet
+        await clock.advance(31 * 86_400)
+        await new_parcel(acct, integration_id=shop_id)
+        pruned = []
+        while n := await h.runtime.prune_once(batch=2):
+            pruned.append(n)
+        # in small batches: 3 old deliveries, then the 2 events nobody was to receive
+        assert pruned == [2, 1, 2]
+        await eventually(lambda: _count(h, acct, dl.DELIVERED, 1), what="new one delivered")
+        assert len(rx.requests) == 4
+        events = (await acct.call("GET", "/api/v2/webhook-events")).json()["events"]
+        assert [e["action"] for e in events] == ["parcel_status_changed"]

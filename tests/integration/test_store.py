@@ -35,16 +35,23 @@ async def _integration(store: Store, url: str = "https://example.com/hook") -> I
         account = await tx.create_account(f"x{id(store)}@example.com", "hash", NOW)
         return await tx.create_integration(
             account,
-            IntegrationChanges(shop_name="app", system="api", webhook_active=True,
-                               webhook_url=url, webhook_signature_key="Str0ng!Signature-Key"),
+            IntegrationChanges(
+                shop_name="app",
+                system="api",
+                webhook_active=True,
+                webhook_url=url,
+                webhook_signature_key="Str0ng!Signature-Key",
+            ),
             NOW,
         )
 
 
 async def _enqueue(store: Store, integration: Integration, n: int) -> list[str]:
     events = [
-        ev.make_event(integration.account_id,
-                      ev.integration_changed("integration_updated", integration, NOW + i))
+        ev.make_event(
+            integration.account_id,
+            ev.integration_changed("integration_updated", integration, NOW + i),
+        )
         for i in range(n)
     ]
     async with store.transaction() as tx:
@@ -77,8 +84,9 @@ async def test_secrets_are_encrypted_at_rest(store: Store) -> None:
 
 async def test_a_failed_transaction_leaves_neither_change_nor_event(store: Store) -> None:
     integration = await _integration(store)
-    event = ev.make_event(integration.account_id,
-                          ev.integration_changed("integration_updated", integration, NOW))
+    event = ev.make_event(
+        integration.account_id, ev.integration_changed("integration_updated", integration, NOW)
+    )
     with pytest.raises(RuntimeError):
         async with store.transaction() as tx:
             await tx.update_integration(integration, IntegrationChanges(shop_name="new"), NOW)
@@ -93,9 +101,7 @@ async def test_a_failed_transaction_leaves_neither_change_nor_event(store: Store
 async def test_concurrent_claims_never_hand_out_a_delivery_twice(store: Store) -> None:
     integration = await _integration(store)
     await _enqueue(store, integration, 50)
-    claims = await asyncio.gather(
-        *(store.claim_due(f"w{i}", NOW, LEASE, 10) for i in range(6))
-    )
+    claims = await asyncio.gather(*(store.claim_due(f"w{i}", NOW, LEASE, 10) for i in range(6)))
     ids = [c.id for batch in claims for c in batch]
     assert len(ids) == 50 and len(set(ids)) == 50
     assert await store.claim_due("late", NOW, LEASE, 10) == []
@@ -111,12 +117,14 @@ async def test_expired_leases_are_taken_over_and_the_old_owner_is_fenced(store: 
     assert theirs.id == mine.id
     ok = AttemptResult(200, 5, "ok")
     # the crashed owner's late write changes nothing; the new owner's counts
-    await store.record_outcomes("crashed", [Outcome(mine.id, integration.id, Verdict.DELIVERED,
-                                                    NOW + LEASE, ok)])
+    await store.record_outcomes(
+        "crashed", [Outcome(mine.id, integration.id, Verdict.DELIVERED, NOW + LEASE, ok)]
+    )
     async with store.reading() as r:
         assert (await r.delivery(integration.account_id, mine.id)).status == dl.PENDING
-    await store.record_outcomes("other", [Outcome(mine.id, integration.id, Verdict.DELIVERED,
-                                                  NOW + LEASE, ok)])
+    await store.record_outcomes(
+        "other", [Outcome(mine.id, integration.id, Verdict.DELIVERED, NOW + LEASE, ok)]
+    )
     async with store.reading() as r:
         d = await r.delivery(integration.account_id, mine.id)
     assert d.status == dl.DELIVERED and d.attempt_count == 1
@@ -127,10 +135,13 @@ async def test_outcomes_schedule_retries_and_track_endpoint_health(store: Store)
     await _enqueue(store, integration, 2)
     a, b = await store.claim_due("w", NOW, LEASE, 10)
     fail = AttemptResult(500, 12, "boom")
-    await store.record_outcomes("w", [
-        Outcome(a.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000),
-        Outcome(b.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000),
-    ])
+    await store.record_outcomes(
+        "w",
+        [
+            Outcome(a.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000),
+            Outcome(b.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000),
+        ],
+    )
     async with store.reading() as r:
         d = await r.delivery(integration.account_id, a.id)
         health = await r.integration(integration.account_id, integration.id)
@@ -141,12 +152,21 @@ async def test_outcomes_schedule_retries_and_track_endpoint_health(store: Store)
     assert await store.claim_due("w", NOW + 299_999, LEASE, 10) == []
     later = await store.claim_due("w", NOW + 300_000, LEASE, 10)
     assert [c.attempt_count for c in later] == [1, 1]
-    await store.record_outcomes("w", [
-        Outcome(later[0].id, integration.id, Verdict.DELIVERED, NOW + 300_000,
-                AttemptResult(204, 3, "")),
-        Outcome(later[1].id, integration.id, Verdict.GONE, NOW + 300_000,
-                AttemptResult(410, 3, "")),
-    ])
+    await store.record_outcomes(
+        "w",
+        [
+            Outcome(
+                later[0].id,
+                integration.id,
+                Verdict.DELIVERED,
+                NOW + 300_000,
+                AttemptResult(204, 3, ""),
+            ),
+            Outcome(
+                later[1].id, integration.id, Verdict.GONE, NOW + 300_000, AttemptResult(410, 3, "")
+            ),
+        ],
+    )
     async with store.reading() as r:
         health = await r.integration(integration.account_id, integration.id)
     assert health.failing_since_ms is None  # cleared by the success
@@ -157,8 +177,18 @@ async def test_redelivery_restarts_the_schedule(store: Store) -> None:
     integration = await _integration(store)
     await _enqueue(store, integration, 1)
     (c,) = await store.claim_due("w", NOW, LEASE, 10)
-    await store.record_outcomes("w", [Outcome(c.id, integration.id, Verdict.FAILED, NOW,
-                                              AttemptResult(None, 10_000, "", "timed out"))])
+    await store.record_outcomes(
+        "w",
+        [
+            Outcome(
+                c.id,
+                integration.id,
+                Verdict.FAILED,
+                NOW,
+                AttemptResult(None, 10_000, "", "timed out"),
+            )
+        ],
+    )
     async with store.transaction() as tx:
         assert await tx.redeliver(integration.account_id, NOW + 5, status=dl.FAILED) == 1
         assert await tx.redeliver(integration.account_id, NOW + 5, status=dl.FAILED) == 0
@@ -171,11 +201,13 @@ async def test_prune_drops_old_settled_payloads_in_batches(store: Store) -> None
     await _enqueue(store, integration, 5)
     claimed = await store.claim_due("w", NOW, LEASE, 10)
     ok = AttemptResult(200, 1, "ok")
-    await store.record_outcomes("w", [
-        Outcome(c.id, integration.id, Verdict.DELIVERED, NOW, ok) for c in claimed[:4]
-    ])
-    await store.record_outcomes("w", [Outcome(claimed[4].id, integration.id, Verdict.FAILED,
-                                              NOW, AttemptResult(500, 1, ""))])
+    await store.record_outcomes(
+        "w", [Outcome(c.id, integration.id, Verdict.DELIVERED, NOW, ok) for c in claimed[:4]]
+    )
+    await store.record_outcomes(
+        "w",
+        [Outcome(claimed[4].id, integration.id, Verdict.FAILED, NOW, AttemptResult(500, 1, ""))],
+    )
     assert await store.prune(NOW + 1, batch=3) == 3
     assert await store.prune(NOW + 1, batch=3) == 1
     assert await store.prune(NOW + 1, batch=3) == 0

@@ -42,7 +42,9 @@ def pg_reachable(required_reason: str) -> None:
 def _psql(sql: str) -> None:
     subprocess.run(
         ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-c", sql],
-        check=True, capture_output=True, timeout=30,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
 
 
@@ -58,7 +60,8 @@ def drop_pg_database(url: str) -> None:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 10.0,
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    within: float = 10.0,
     what: str = "condition",
 ) -> None:
     """Poll `check` until true (bounded): asserting on what a user would see, not on sleeps."""
@@ -108,7 +111,7 @@ class Harness:
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         self.base_url = f"http://127.0.0.1:{port}"
-        while not self._server.started:
+        while not self._server.started:  # noqa: ASYNC110 (uvicorn offers no event)
             await asyncio.sleep(0.01)
 
     async def account(self, email: str | None = None) -> Account:
@@ -139,14 +142,24 @@ class HarnessFactory:
         self.harnesses: list[Harness] = []
 
     async def __call__(
-        self, *, clock: Clock | None = None, dispatcher: bool = True,
-        retry: RetryPolicy | None = None, timeout: float = 2.0, **settings: Any,
+        self,
+        *,
+        clock: Clock | None = None,
+        dispatcher: bool = True,
+        retry: RetryPolicy | None = None,
+        timeout: float = 2.0,  # noqa: ASYNC109 (the delivery timeout setting)
+        **settings: Any,
     ) -> Harness:
         s = Settings(
-            database_url=self.database_url, master_key=MASTER_KEY,
-            key_file=self.tmp_path / "unused.key", allow_private_targets=True,
-            allow_http_targets=True, timeout=timeout, retry=retry or RetryPolicy(),
-            dispatcher=dispatcher, **settings,
+            database_url=self.database_url,
+            master_key=MASTER_KEY,
+            key_file=self.tmp_path / "unused.key",
+            allow_private_targets=True,
+            allow_http_targets=True,
+            timeout=timeout,
+            retry=retry or RetryPolicy(),
+            dispatcher=dispatcher,
+            **settings,
         )
         h = Harness(Runtime(s, clock))
         self.harnesses.append(h)

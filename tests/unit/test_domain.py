@@ -9,6 +9,7 @@ import random
 
 import pytest
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from parcelhook.domain import events as ev
 from parcelhook.domain import keys, signing, systems
@@ -21,11 +22,23 @@ from parcelhook.domain.statuses import STATUS_MESSAGES, ParcelStatus
 
 def _integration(**kw: object) -> Integration:
     base: dict[str, object] = dict(
-        id=7, account_id=1, shop_name="Shop", shop_url=None, system="api", webhook_active=True,
-        webhook_url="https://example.com/h", webhook_signature_key=None, public_key="pk",
-        secret_key="sk", webhook_secret=signing.new_webhook_secret(),
-        previous_webhook_secret=None, previous_webhook_secret_until_ms=None,
-        failing_since_ms=None, last_fetch_ms=None, last_updated_ms=1, created_ms=1,
+        id=7,
+        account_id=1,
+        shop_name="Shop",
+        shop_url=None,
+        system="api",
+        webhook_active=True,
+        webhook_url="https://example.com/h",
+        webhook_signature_key=None,
+        public_key="pk",
+        secret_key="sk",
+        webhook_secret=signing.new_webhook_secret(),
+        previous_webhook_secret=None,
+        previous_webhook_secret_until_ms=None,
+        failing_since_ms=None,
+        last_fetch_ms=None,
+        last_updated_ms=1,
+        created_ms=1,
     )
     base.update(kw)
     return Integration(**base)  # type: ignore[arg-type]
@@ -48,13 +61,18 @@ def test_standard_webhooks_headers_verify_with_the_official_library() -> None:
     body = b'{"action": "test_webhook"}'
     import time
 
-    headers = signing.webhook_headers(body=body, msg_id="evt_1", timestamp=int(time.time()),
-                                      signature_key="k", webhook_secrets=[secret, old],
-                                      user_agent="parcelhook/test")
+    headers = signing.webhook_headers(
+        body=body,
+        msg_id="evt_1",
+        timestamp=int(time.time()),
+        signature_key="k",
+        webhook_secrets=[secret, old],
+        user_agent="parcelhook/test",
+    )
     assert headers["webhook-signature"].count("v1,") == 2
     Webhook(secret).verify(body, headers)
     Webhook(old).verify(body, headers)
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook(signing.new_webhook_secret()).verify(body, headers)
 
 
@@ -63,8 +81,12 @@ def test_sixteen_systems_and_their_events() -> None:
     assert all(systems.can_receive("api", a) for a in systems.ACTIONS)
     for system in set(systems.SYSTEMS) - {"api"}:
         assert systems.can_receive(system, "parcel_status_changed")
-        for action in ("integration_connected", "integration_updated", "integration_deleted",
-                       "refund_requested"):
+        for action in (
+            "integration_connected",
+            "integration_updated",
+            "integration_deleted",
+            "refund_requested",
+        ):
             assert not systems.can_receive(system, action)
 
 
@@ -105,22 +127,77 @@ def test_signature_key_policy_names_every_failed_rule(key: str, failed: list[str
 
 
 def test_parcel_payload_has_the_spec_fields() -> None:
-    new = parse_new_parcel({"name": "A", "address": "Street", "house_number": "5",
-                            "city": "C", "postal_code": "1", "country": "de", "weight": 2})
-    p = Parcel(id=1, account_id=1, integration_id=7, created_ms=0, updated_ms=0,
-               tracking_number="T", status_id=1000, carrier_status_change_ms=None,
-               **{k: getattr(new, k) for k in (
-                   "name", "company_name", "address", "house_number", "city", "postal_code",
-                   "country", "telephone", "email", "weight", "order_number",
-                   "external_order_id", "external_shipment_id", "shipment_id", "is_return")})
+    new = parse_new_parcel(
+        {
+            "name": "A",
+            "address": "Street",
+            "house_number": "5",
+            "city": "C",
+            "postal_code": "1",
+            "country": "de",
+            "weight": 2,
+        }
+    )
+    p = Parcel(
+        id=1,
+        account_id=1,
+        integration_id=7,
+        created_ms=0,
+        updated_ms=0,
+        tracking_number="T",
+        status_id=1000,
+        carrier_status_change_ms=None,
+        **{
+            k: getattr(new, k)
+            for k in (
+                "name",
+                "company_name",
+                "address",
+                "house_number",
+                "city",
+                "postal_code",
+                "country",
+                "telephone",
+                "email",
+                "weight",
+                "order_number",
+                "external_order_id",
+                "external_shipment_id",
+                "shipment_id",
+                "is_return",
+            )
+        },
+    )
     payload = ev.parcel_status_changed(p, 1_700_000_000_123)
     assert list(payload) == ["action", "timestamp", "carrier_status_change_timestamp", "parcel"]
     parcel = payload["parcel"]
-    for field in ("id", "name", "company_name", "address", "address_divided", "city",
-                  "postal_code", "telephone", "email", "date_created", "tracking_number",
-                  "tracking_url", "weight", "label", "customs_declaration", "status", "data",
-                  "country", "shipment", "carrier", "order_number", "shipment_uuid",
-                  "external_order_id", "external_shipment_id", "is_return"):
+    for field in (
+        "id",
+        "name",
+        "company_name",
+        "address",
+        "address_divided",
+        "city",
+        "postal_code",
+        "telephone",
+        "email",
+        "date_created",
+        "tracking_number",
+        "tracking_url",
+        "weight",
+        "label",
+        "customs_declaration",
+        "status",
+        "data",
+        "country",
+        "shipment",
+        "carrier",
+        "order_number",
+        "shipment_uuid",
+        "external_order_id",
+        "external_shipment_id",
+        "is_return",
+    ):
         assert field in parcel
     assert parcel["weight"] == "2.000" and parcel["date_created"] == "1970-01-01T00:00:00"
     assert parcel["country"] == {"iso_2": "DE", "iso_3": "DEU", "name": "Germany"}
@@ -133,8 +210,16 @@ def test_integration_payload_never_carries_a_secret() -> None:
     body = json.dumps(ev.integration_changed("integration_updated", i, 5))
     assert "Str0ng" not in body and "sk" not in json.loads(body)["integration"].values()
     assert list(json.loads(body)["integration"]) == [
-        "id", "shop_name", "shop_url", "system", "failing_since", "last_fetch",
-        "last_updated_at", "service_point_enabled", "service_point_carriers", "webhook_active",
+        "id",
+        "shop_name",
+        "shop_url",
+        "system",
+        "failing_since",
+        "last_fetch",
+        "last_updated_at",
+        "service_point_enabled",
+        "service_point_carriers",
+        "webhook_active",
         "webhook_url",
     ]
 
@@ -193,5 +278,6 @@ def test_retry_after_is_honoured_within_one_to_two_times_the_plan() -> None:
 
 def test_hmac_is_over_the_exact_bytes() -> None:
     body = signing.body_bytes({"a": 1})
-    assert signing.sendcloud_signature(body, "k") == hmac.new(b"k", body,
-                                                              hashlib.sha256).hexdigest()
+    assert (
+        signing.sendcloud_signature(body, "k") == hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    )

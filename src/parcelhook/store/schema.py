@@ -116,7 +116,8 @@ events = Table(
     Column("timestamp_ms", Ms, nullable=False),
     # the exact body bytes (ASCII JSON); NULL once pruned after the retention period
     Column("body", Text),
-    Index("events_account_time", "account_id", "timestamp_ms"),
+    Index("events_account", "account_id", "id"),
+    Index("events_time", "timestamp_ms"),
 )
 
 deliveries = Table(

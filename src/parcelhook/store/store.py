@@ -303,7 +303,19 @@ class Store:
             )
             ids = [r[0] for r in await tx.conn.execute(old)]
             if not ids:
-                return 0
+                # events nobody was to receive go by age alone
+                unrouted = (
+                    select(e.c.id)
+                    .where(
+                        e.c.timestamp_ms < older_than_ms,
+                        ~select(d.c.id).where(d.c.event_id == e.c.id).exists(),
+                    )
+                    .limit(batch)
+                )
+                gone = await tx.conn.execute(
+                    delete(e).where(e.c.id.in_(unrouted.scalar_subquery()))
+                )
+                return int(gone.rowcount or 0)
             event_ids = [
                 r[0]
                 for r in await tx.conn.execute(
