@@ -177,17 +177,6 @@ class Store:
                 for r in rows
             ]
 
-    async def extend_leases(self, owner: str, ids: Sequence[int], until_ms: int) -> None:
-        if not ids:
-            return
-        d = s.deliveries
-        async with self.transaction() as tx:
-            await tx.conn.execute(
-                update(d)
-                .where(d.c.id.in_(list(ids)), d.c.lease_owner == owner, d.c.status == dl.PENDING)
-                .values(next_attempt_ms=until_ms)
-            )
-
     async def release(self, owner: str, ids: Sequence[int], due_ms: int) -> None:
         """Give leased deliveries back untouched (e.g. their endpoint's lane is full)."""
         if not ids:
