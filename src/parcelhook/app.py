@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 from parcelhook import __version__
 from parcelhook.api import integrations, parcels, webhooks
 from parcelhook.api.errors import BodyLimit, install_error_handlers
+from parcelhook.panel import install_panel
 from parcelhook.runtime import Runtime
 from parcelhook.store import schema
 
@@ -78,4 +79,5 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
             ]
         return "\n".join(lines) + "\n"
 
+    install_panel(app, runtime)
     return app

@@ -1,0 +1,33 @@
+"""The control panel: server-rendered pages on top of the service, under `/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from parcelhook.panel import auth, integrations, log
+from parcelhook.panel.sessions import SessionCodec, signing_secret
+from parcelhook.panel.throttle import SignInThrottle
+from parcelhook.panel.web import Panel, install_error_pages
+from parcelhook.runtime import Runtime
+from parcelhook.store.crypto import load_master_key
+
+__all__ = ["install_panel"]
+
+
+def install_panel(app: FastAPI, runtime: Runtime) -> None:
+    """Mount the panel's pages and its static files (`/static`) on `app`."""
+    settings = runtime.settings
+    master_key = load_master_key(settings.master_key, settings.key_file)
+    app.state.panel = Panel(
+        runtime.service,
+        SessionCodec(signing_secret(master_key)),
+        SignInThrottle(runtime.clock.now_ms),
+        secure_cookies=settings.secure_cookies,
+    )
+    install_error_pages(app)
+    for router in (auth.router, integrations.router, log.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")

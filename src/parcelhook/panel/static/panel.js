@@ -1,0 +1,89 @@
+// The Configure page's helpers: the signature key checklist, show/hide, and Test API
+// Webhook without leaving the page. Everything also works with scripting off.
+(function () {
+  "use strict";
+  var form = document.getElementById("configure");
+  if (!form) return;
+  var key = document.getElementById("webhook_signature_key");
+  var toggle = document.getElementById("toggle-key");
+  var testButton = document.getElementById("test-button");
+  var result = document.getElementById("test-result");
+
+  // the rules of parcelhook.domain.keys; "special" is Python's string.punctuation
+  var RULES = {
+    length: function (v) { return Array.from(v).length >= 16; },
+    digit: function (v) { return /[0-9]/.test(v); },
+    uppercase: function (v) { return /[A-Z]/.test(v); },
+    lowercase: function (v) { return /[a-z]/.test(v); },
+    special: function (v) { return /[!-\/:-@\[-`{-~]/.test(v); }
+  };
+
+  function mark(item, state) {
+    item.classList.toggle("met", state === "met");
+    item.classList.toggle("unmet", state === "unmet");
+    item.querySelector(".rule-state").textContent =
+      state === "met" ? " (met)" : state === "unmet" ? " (missing)" : "";
+  }
+
+  function check() {
+    var value = key.value;
+    form.querySelectorAll("#key-rules li").forEach(function (item) {
+      var rule = RULES[item.dataset.rule];
+      mark(item, !value || !rule ? "" : rule(value) ? "met" : "unmet");
+    });
+  }
+
+  key.addEventListener("input", check);
+
+  toggle.hidden = false;
+  toggle.addEventListener("click", function () {
+    var show = key.type === "password";
+    key.type = show ? "text" : "password";
+    toggle.textContent = show ? "Hide" : "Show";
+    toggle.setAttribute("aria-pressed", show ? "true" : "false");
+  });
+
+  function show(kind, summary, excerpt) {
+    result.className = "test-result" + (kind ? " " + kind : "");
+    result.textContent = "";
+    var line = document.createElement("p");
+    line.className = "summary";
+    line.textContent = summary;
+    result.appendChild(line);
+    if (excerpt) {
+      var pre = document.createElement("pre");
+      pre.className = "excerpt";
+      pre.textContent = excerpt;
+      result.appendChild(pre);
+    }
+  }
+
+  function answered(data) {
+    if (data.error) {
+      (data.error.rules || []).forEach(function (rule) {
+        var item = form.querySelector('#key-rules li[data-rule="' + rule + '"]');
+        if (item) mark(item, "unmet");
+      });
+      show("bad", data.error.message, "");
+    } else {
+      show(data.delivered ? "ok" : "bad", data.summary, data.response_excerpt);
+    }
+  }
+
+  form.addEventListener("submit", function (event) {
+    if (event.submitter !== testButton) return;
+    event.preventDefault();
+    testButton.disabled = true;
+    show("", "Sending a test_webhook…", "");
+    fetch(testButton.formAction, {
+      method: "POST",
+      body: new URLSearchParams(new FormData(form)),
+      headers: { Accept: "application/json" },
+      credentials: "same-origin"
+    })
+      .then(function (response) { return response.json(); })
+      .then(answered)
+      .catch(function () { show("bad", "The test could not be run: no answer from the panel.", ""); })
+      .finally(function () { testButton.disabled = false; });
+  });
+})();
