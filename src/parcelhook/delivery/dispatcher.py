@@ -45,8 +45,6 @@ class DispatcherConfig:
     lease_ms: int = 120_000
     # the slow fallback when no wake-up arrives (other processes on SQLite, lost NOTIFY)
     poll_ms: int = 1_000
-    # a lane over its backlog is skipped by claims for this long
-    lane_cooldown_ms: int = 1_000
 
 
 class _Lane:
@@ -78,7 +76,6 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._lanes: dict[int, _Lane] = {}
-        self._cooling: dict[int, int] = {}  # integration id → skip claims until (ms)
         self._integrations: dict[int, Integration] = {}
         self._outcomes: list[Outcome] = []
         self._outcome_ready = asyncio.Event()
@@ -107,9 +104,9 @@ class Dispatcher:
                     await self._capacity.wait()
                     continue
                 self._wake.clear()
-                claimed = await self._claim()
-                if claimed:
-                    continue
+                claimed, limit = await self._claim()
+                if claimed and claimed == limit:
+                    continue  # more may be due right now
                 await self._sleep()
         finally:
             stopper.cancel()
@@ -125,25 +122,30 @@ class Dispatcher:
         now = self.clock.now_ms()
         until = now + self.config.poll_ms
         due = await self.store.next_due_ms()
-        if due is not None:
-            until = max(min(until, due), now + 1) if due > now else now
-        if until > now and not self._wake.is_set():
+        if due is not None and due > now:
+            until = min(until, due)
+        # something due now that the last claim left belongs to a full lane (or is locked
+        # by another worker): a lane with room again, or a commit, wakes us before the poll
+        if not self._wake.is_set():
             await self.clock.sleep_until(until, self._wake)
 
-    async def _claim(self) -> int:
+    async def _claim(self) -> tuple[int, int]:
+        """Claim one batch; returns how many were claimed and how many were asked for."""
         now = self.clock.now_ms()
-        self._cooling = {i: t for i, t in self._cooling.items() if t > now}
+        # a lane that is full now is not claimed for: its deliveries wait in the table,
+        # where another worker may take them, rather than in this process's memory
+        full = tuple(
+            i for i, lane in self._lanes.items() if len(lane.queue) >= self.config.lane_backlog
+        )
         limit = min(self.config.batch_size, self.config.max_in_flight - self._in_flight)
         try:
-            claimed = await self.store.claim_due(
-                self.owner, now, self.config.lease_ms, limit, tuple(self._cooling)
-            )
+            claimed = await self.store.claim_due(self.owner, now, self.config.lease_ms, limit, full)
         except Exception:
             log.exception("claiming deliveries failed; retrying after the poll interval")
             await self.clock.sleep_until(now + self.config.poll_ms, asyncio.Event())
-            return 0
+            return 0, limit
         if not claimed:
-            return 0
+            return 0, limit
         await self._refresh_integrations(claimed)
         give_back: list[int] = []
         for c in claimed:
@@ -152,7 +154,6 @@ class Dispatcher:
                 lane = self._lanes[c.integration_id] = _Lane()
             if len(lane.queue) >= self.config.lane_backlog:
                 give_back.append(c.id)
-                self._cooling[c.integration_id] = now + self.config.lane_cooldown_ms
                 continue
             self._in_flight += 1
             lane.queue.append(c)
@@ -160,8 +161,8 @@ class Dispatcher:
                 lane.workers += 1
                 self._spawn(self._lane_worker(c.integration_id, lane))
         if give_back:
-            await self.store.release(self.owner, give_back, now + self.config.lane_cooldown_ms)
-        return len(claimed)
+            await self.store.release(self.owner, give_back, now)
+        return len(claimed), limit
 
     async def _refresh_integrations(self, claimed: list[Claimed]) -> None:
         stale = {
@@ -181,6 +182,8 @@ class Dispatcher:
     async def _lane_worker(self, integration_id: int, lane: _Lane) -> None:
         try:
             while lane.queue and not self._stopping:
+                if len(lane.queue) == self.config.lane_backlog // 2:
+                    self._wake.set()  # room again: claim for this lane without waiting
                 c = lane.queue.popleft()
                 outcome = await self._deliver(c)
                 # append after the await: the writer swaps the list while we send

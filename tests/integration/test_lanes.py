@@ -1,0 +1,75 @@
+"""Per-endpoint lanes: a black-holed endpoint fills only its own lane."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
+from parcelhook.delivery.sender import Sender
+from parcelhook.domain import deliveries as dl
+from support.harness import HarnessFactory, eventually
+from support.hostile_receiver import HostileReceiver, Mode
+
+PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1", "country": "NL"}
+
+
+async def test_a_black_hole_does_not_delay_a_healthy_endpoint(harness: HarnessFactory) -> None:
+    h = await harness(dispatcher=False)
+    acct = await h.account()
+    async with HostileReceiver() as rx:
+        rx.route("/hole", Mode.hang())
+        ids = {}
+        for path in ("/hole", "/ok"):
+            r = await acct.call(
+                "POST",
+                "/api/v2/integrations",
+                {
+                    "integration": {
+                        "shop_name": path,
+                        "system": "shopify",
+                        "webhook_active": True,
+                        "webhook_url": rx.url(path),
+                    }
+                },
+            )
+            ids[path] = r.json()["integration"]["id"]
+        # the black hole's backlog is queued first, so a shared queue would clog
+        for _ in range(30):
+            await acct.call(
+                "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": ids["/hole"]}}
+            )
+        for _ in range(10):
+            await acct.call(
+                "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": ids["/ok"]}}
+            )
+        config = DispatcherConfig(lane_concurrency=2, lane_backlog=4, batch_size=8)
+        async with Sender(timeout=3, allow_private=True, allow_http=True) as sender:
+            dispatcher = Dispatcher(h.store, sender, h.runtime.clock, config=config)
+            stop = asyncio.Event()
+            run = asyncio.create_task(dispatcher.run(stop))
+            started = asyncio.get_running_loop().time()
+            await eventually(
+                lambda: _delivered(h, acct.account_id, ids["/ok"], 10),
+                within=5,
+                what="all healthy deliveries",
+            )
+            took = asyncio.get_running_loop().time() - started
+            hole = [r for r in rx.requests if r.path == "/hole"]
+            # the black hole holds at most its lane's concurrency; its backlog waits in the table
+            assert len(hole) == 2
+            assert dispatcher.in_flight <= config.lane_concurrency + config.lane_backlog
+            assert took < 3
+            stop.set()
+            rx.mode = Mode.ok()
+            await asyncio.wait_for(run, 40)
+    bodies = [json.loads(r.body)["action"] for r in rx.requests if r.path == "/ok"]
+    assert bodies == ["parcel_status_changed"] * 10
+
+
+async def _delivered(h: object, account_id: int, integration_id: int, n: int) -> bool:
+    service = h.service  # type: ignore[attr-defined]
+    done = await service.list_deliveries(
+        account_id, integration_id=integration_id, status=dl.DELIVERED
+    )
+    return len(done) == n
