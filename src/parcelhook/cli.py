@@ -68,6 +68,9 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # drivers log statements with their parameters at DEBUG: ciphertexts, hashes, payloads
+    for driver in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
+        logging.getLogger(driver).setLevel(max(logging.INFO, logging.root.level))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

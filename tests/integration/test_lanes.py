@@ -8,6 +8,7 @@ import json
 from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain import deliveries as dl
+from parcelhook.domain.clock import FakeClock
 from support.harness import HarnessFactory, eventually
 from support.hostile_receiver import HostileReceiver, Mode
 
@@ -73,3 +74,53 @@ async def _delivered(h: object, account_id: int, integration_id: int, n: int) ->
         account_id, integration_id=integration_id, status=dl.DELIVERED
     )
     return len(done) == n
+
+
+async def test_a_lease_expiring_mid_flight_never_sends_twice(harness: HarnessFactory) -> None:
+    clock = FakeClock()
+    h = await harness(dispatcher=False, clock=clock)
+    acct = await h.account()
+    async with HostileReceiver() as rx:
+        rx.route("/slow", Mode.hang())
+        r = await acct.call(
+            "POST",
+            "/api/v2/integrations",
+            {
+                "integration": {
+                    "shop_name": "slow",
+                    "system": "shopify",
+                    "webhook_active": True,
+                    "webhook_url": rx.url("/slow"),
+                }
+            },
+        )
+        shop_id = r.json()["integration"]["id"]
+        await acct.call(
+            "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop_id}}
+        )
+        config = DispatcherConfig(lease_ms=60_000)
+        async with Sender(timeout=1.5, allow_private=True, allow_http=True) as sender:
+            dispatcher = Dispatcher(h.store, sender, clock, config=config)
+            stop = asyncio.Event()
+            run = asyncio.create_task(dispatcher.run(stop))
+            await rx.wait_for_requests(1)
+            await clock.advance(120)  # the lease runs out while the request hangs
+            dispatcher.wake()
+            (d,) = await h.service.list_deliveries(acct.account_id, integration_id=shop_id)
+            await eventually(
+                lambda: _attempts(h, acct.account_id, d.id, 1),
+                within=5,
+                what="the timed-out attempt",
+            )
+            stop.set()
+            await asyncio.wait_for(run, 10)
+        assert len(rx.requests) == 1
+        settled = await h.service.get_delivery(acct.account_id, d.id)
+        # settled by the newer lease: a retry is scheduled, not a lost outcome
+        assert settled.status == dl.PENDING and settled.attempt_count == 1
+        assert settled.attempts[0].error and "timed out" in settled.attempts[0].error
+
+
+async def _attempts(h: object, account_id: int, delivery_id: int, n: int) -> bool:
+    service = h.service  # type: ignore[attr-defined]
+    return len((await service.get_delivery(account_id, delivery_id)).attempts) == n

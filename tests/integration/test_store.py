@@ -118,12 +118,12 @@ async def test_expired_leases_are_taken_over_and_the_old_owner_is_fenced(store: 
     ok = AttemptResult(200, 5, "ok")
     # the crashed owner's late write changes nothing; the new owner's counts
     await store.record_outcomes(
-        "crashed", [Outcome(mine.id, integration.id, Verdict.DELIVERED, NOW + LEASE, ok)]
+        [Outcome(mine.id, integration.id, Verdict.DELIVERED, NOW + LEASE, ok, lease="crashed")]
     )
     async with store.reading() as r:
         assert (await r.delivery(integration.account_id, mine.id)).status == dl.PENDING
     await store.record_outcomes(
-        "other", [Outcome(mine.id, integration.id, Verdict.DELIVERED, NOW + LEASE, ok)]
+        [Outcome(mine.id, integration.id, Verdict.DELIVERED, NOW + LEASE, ok, lease="other")]
     )
     async with store.reading() as r:
         d = await r.delivery(integration.account_id, mine.id)
@@ -136,10 +136,9 @@ async def test_outcomes_schedule_retries_and_track_endpoint_health(store: Store)
     a, b = await store.claim_due("w", NOW, LEASE, 10)
     fail = AttemptResult(500, 12, "boom")
     await store.record_outcomes(
-        "w",
         [
-            Outcome(a.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000),
-            Outcome(b.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000),
+            Outcome(a.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000, lease="w"),
+            Outcome(b.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000, lease="w"),
         ],
     )
     async with store.reading() as r:
@@ -153,7 +152,6 @@ async def test_outcomes_schedule_retries_and_track_endpoint_health(store: Store)
     later = await store.claim_due("w", NOW + 300_000, LEASE, 10)
     assert [c.attempt_count for c in later] == [1, 1]
     await store.record_outcomes(
-        "w",
         [
             Outcome(
                 later[0].id,
@@ -161,9 +159,15 @@ async def test_outcomes_schedule_retries_and_track_endpoint_health(store: Store)
                 Verdict.DELIVERED,
                 NOW + 300_000,
                 AttemptResult(204, 3, ""),
+                lease="w",
             ),
             Outcome(
-                later[1].id, integration.id, Verdict.GONE, NOW + 300_000, AttemptResult(410, 3, "")
+                later[1].id,
+                integration.id,
+                Verdict.GONE,
+                NOW + 300_000,
+                AttemptResult(410, 3, ""),
+                lease="w",
             ),
         ],
     )
@@ -178,7 +182,6 @@ async def test_redelivery_restarts_the_schedule(store: Store) -> None:
     await _enqueue(store, integration, 1)
     (c,) = await store.claim_due("w", NOW, LEASE, 10)
     await store.record_outcomes(
-        "w",
         [
             Outcome(
                 c.id,
@@ -186,6 +189,7 @@ async def test_redelivery_restarts_the_schedule(store: Store) -> None:
                 Verdict.FAILED,
                 NOW,
                 AttemptResult(None, 10_000, "", "timed out"),
+                lease="w",
             )
         ],
     )
@@ -202,11 +206,19 @@ async def test_prune_drops_old_settled_payloads_in_batches(store: Store) -> None
     claimed = await store.claim_due("w", NOW, LEASE, 10)
     ok = AttemptResult(200, 1, "ok")
     await store.record_outcomes(
-        "w", [Outcome(c.id, integration.id, Verdict.DELIVERED, NOW, ok) for c in claimed[:4]]
+        [Outcome(c.id, integration.id, Verdict.DELIVERED, NOW, ok, lease="w") for c in claimed[:4]]
     )
     await store.record_outcomes(
-        "w",
-        [Outcome(claimed[4].id, integration.id, Verdict.FAILED, NOW, AttemptResult(500, 1, ""))],
+        [
+            Outcome(
+                claimed[4].id,
+                integration.id,
+                Verdict.FAILED,
+                NOW,
+                AttemptResult(500, 1, ""),
+                lease="w",
+            )
+        ],
     )
     assert await store.prune(NOW + 1, batch=3) == 3
     assert await store.prune(NOW + 1, batch=3) == 1

@@ -102,7 +102,8 @@ class Harness:
 
     async def start(self) -> None:
         await self.runtime.start()
-        sock = socket.socket()
+        # an explicit IPPROTO_TCP, or asyncio leaves Nagle on for accepted connections
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -150,16 +151,15 @@ class HarnessFactory:
         timeout: float = 2.0,  # noqa: ASYNC109 (the delivery timeout setting)
         **settings: Any,
     ) -> Harness:
+        defaults: dict[str, Any] = {"allow_private_targets": True, "allow_http_targets": True}
         s = Settings(
             database_url=self.database_url,
             master_key=MASTER_KEY,
             key_file=self.tmp_path / "unused.key",
-            allow_private_targets=True,
-            allow_http_targets=True,
             timeout=timeout,
             retry=retry or RetryPolicy(),
             dispatcher=dispatcher,
-            **settings,
+            **{**defaults, **settings},
         )
         h = Harness(Runtime(s, clock))
         self.harnesses.append(h)

@@ -15,7 +15,7 @@ import random
 import socket
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from parcelhook import __version__
@@ -80,6 +80,9 @@ class Dispatcher:
         self._outcomes: list[Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._in_flight = 0
+        # delivery id → the lease token of its latest claim, for every delivery held here
+        self._leases: dict[int, str] = {}
+        self._claims = 0
         self._capacity = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -104,10 +107,10 @@ class Dispatcher:
                     await self._capacity.wait()
                     continue
                 self._wake.clear()
-                claimed, limit = await self._claim()
+                claimed, limit, skipped = await self._claim()
                 if claimed and claimed == limit:
                     continue  # more may be due right now
-                await self._sleep()
+                await self._sleep(skipped)
         finally:
             stopper.cancel()
             await self._shutdown(writer)
@@ -118,19 +121,22 @@ class Dispatcher:
         self._wake.set()
         self._capacity.set()
 
-    async def _sleep(self) -> None:
+    async def _sleep(self, skipped_full_lanes: bool) -> None:
         now = self.clock.now_ms()
-        until = now + self.config.poll_ms
         due = await self.store.next_due_ms()
+        if due is not None and due <= now and not skipped_full_lanes:
+            return  # it came due after the claim looked: claim again
+        until = now + self.config.poll_ms
         if due is not None and due > now:
             until = min(until, due)
-        # something due now that the last claim left belongs to a full lane (or is locked
-        # by another worker): a lane with room again, or a commit, wakes us before the poll
+        # what is due now belongs to a full lane: a lane with room again, or a commit,
+        # wakes us before the poll
         if not self._wake.is_set():
             await self.clock.sleep_until(until, self._wake)
 
-    async def _claim(self) -> tuple[int, int]:
-        """Claim one batch; returns how many were claimed and how many were asked for."""
+    async def _claim(self) -> tuple[int, int, bool]:
+        """Claim one batch: how many were claimed, asked for, and whether full lanes were
+        left out."""
         now = self.clock.now_ms()
         # a lane that is full now is not claimed for: its deliveries wait in the table,
         # where another worker may take them, rather than in this process's memory
@@ -138,17 +144,24 @@ class Dispatcher:
             i for i, lane in self._lanes.items() if len(lane.queue) >= self.config.lane_backlog
         )
         limit = min(self.config.batch_size, self.config.max_in_flight - self._in_flight)
+        self._claims += 1
+        lease = f"{self.owner}#{self._claims}"
         try:
-            claimed = await self.store.claim_due(self.owner, now, self.config.lease_ms, limit, full)
+            claimed = await self.store.claim_due(lease, now, self.config.lease_ms, limit, full)
         except Exception:
             log.exception("claiming deliveries failed; retrying after the poll interval")
             await self.clock.sleep_until(now + self.config.poll_ms, asyncio.Event())
-            return 0, limit
+            return 0, limit, bool(full)
         if not claimed:
-            return 0, limit
+            return 0, limit, bool(full)
         await self._refresh_integrations(claimed)
         give_back: list[int] = []
         for c in claimed:
+            if c.id in self._leases:
+                # its lease ran out while we still hold it (a stalled write, a clock jump):
+                # never send it twice; the attempt under way settles it with the new lease
+                self._leases[c.id] = lease
+                continue
             lane = self._lanes.get(c.integration_id)
             if lane is None:
                 lane = self._lanes[c.integration_id] = _Lane()
@@ -156,13 +169,14 @@ class Dispatcher:
                 give_back.append(c.id)
                 continue
             self._in_flight += 1
+            self._leases[c.id] = lease
             lane.queue.append(c)
             if lane.workers < self.config.lane_concurrency:
                 lane.workers += 1
                 self._spawn(self._lane_worker(c.integration_id, lane))
         if give_back:
-            await self.store.release(self.owner, give_back, now)
-        return len(claimed), limit
+            await self.store.release([lease], give_back, now)
+        return len(claimed), limit, bool(full or give_back)
 
     async def _refresh_integrations(self, claimed: list[Claimed]) -> None:
         stale = {
@@ -218,7 +232,8 @@ class Dispatcher:
             self.delivered += 1
         next_ms = None
         if decision.retry_in is not None:
-            next_ms = self.clock.now_ms() + round(decision.retry_in * 1000)
+            # from the attempt's start: the schedule does not drift with slow endpoints
+            next_ms = at + round(decision.retry_in * 1000)
         note = GONE if decision.verdict is Verdict.GONE else None
         if decision.verdict is Verdict.GONE:
             log.warning("integration %s answered 410 Gone; webhook turned off", c.integration_id)
@@ -229,14 +244,15 @@ class Dispatcher:
         while True:
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
-            batch, self._outcomes = self._outcomes, []
-            if not batch:
+            outcomes, self._outcomes = self._outcomes, []
+            if not outcomes:
                 if self._stopping and not self._tasks:
                     return
                 continue
+            batch = [replace(o, lease=self._leases[o.delivery_id]) for o in outcomes]
             while True:
                 try:
-                    await self.store.record_outcomes(self.owner, batch)
+                    await self.store.record_outcomes(batch)
                     break
                 except asyncio.CancelledError:
                     raise
@@ -244,11 +260,16 @@ class Dispatcher:
                     # keep the outcomes: the leases still protect these deliveries
                     log.exception("writing %d outcomes failed; retrying", len(batch))
                     await asyncio.sleep(0.5)
+            for o in batch:
+                del self._leases[o.delivery_id]
             self._in_flight -= len(batch)
             self._capacity.set()
+            if any(o.verdict is Verdict.RETRY for o in batch):
+                self._wake.set()  # the claimer may be sleeping past the new due time
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
         unsent = [c.id for lane in self._lanes.values() for c in lane.queue]
+        leases = [self._leases.pop(i) for i in unsent]
         for lane in self._lanes.values():
             self._in_flight -= len(lane.queue)
             lane.queue.clear()
@@ -265,6 +286,6 @@ class Dispatcher:
         except TimeoutError:
             log.error("gave up writing %d outcomes at shutdown", len(self._outcomes))
         try:
-            await self.store.release(self.owner, unsent, self.clock.now_ms())
+            await self.store.release(leases, unsent, self.clock.now_ms())
         except Exception:
             log.exception("could not give back %d deliveries at shutdown", len(unsent))

@@ -51,6 +51,8 @@ class Claimed:
     attempt_count: int
     schedule_base: int
     body: bytes
+    # this claim's lease token: only its holder may settle the delivery
+    lease: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +66,4 @@ class Outcome:
     result: AttemptResult | None
     next_attempt_ms: int | None = None
     note: str | None = None
+    lease: str = ""

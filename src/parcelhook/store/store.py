@@ -56,7 +56,8 @@ class Store:
     def open(cls, url: str, box: SecretBox, *, pool_size: int = 10) -> Store:
         url = normalise_url(url)
         if url.startswith("sqlite"):
-            engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+            # hide_parameters: a failed statement's error must not carry ciphertexts into logs
+            engine = create_async_engine(url, isolation_level="AUTOCOMMIT", hide_parameters=True)
             from sqlalchemy import event
 
             @event.listens_for(engine.sync_engine, "connect")
@@ -68,7 +69,9 @@ class Store:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
         else:
-            engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+            engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True
+            )
         return cls(engine, box)
 
     async def close(self) -> None:
@@ -121,7 +124,7 @@ class Store:
 
     async def claim_due(
         self,
-        owner: str,
+        lease: str,
         now_ms: int,
         lease_ms: int,
         limit: int,
@@ -142,7 +145,7 @@ class Store:
         stmt = (
             update(d)
             .where(d.c.id.in_(due.scalar_subquery()))
-            .values(next_attempt_ms=now_ms + lease_ms, lease_owner=owner)
+            .values(next_attempt_ms=now_ms + lease_ms, lease_owner=lease)
             .returning(d.c.id)
         )
         async with self.transaction() as tx:
@@ -173,11 +176,12 @@ class Store:
                     attempt_count=r.attempt_count,
                     schedule_base=r.schedule_base,
                     body=(r.body or "").encode("ascii"),
+                    lease=lease,
                 )
                 for r in rows
             ]
 
-    async def release(self, owner: str, ids: Sequence[int], due_ms: int) -> None:
+    async def release(self, leases: Sequence[str], ids: Sequence[int], due_ms: int) -> None:
         """Give leased deliveries back untouched (e.g. their endpoint's lane is full)."""
         if not ids:
             return
@@ -185,12 +189,20 @@ class Store:
         async with self.transaction() as tx:
             await tx.conn.execute(
                 update(d)
-                .where(d.c.id.in_(list(ids)), d.c.lease_owner == owner, d.c.status == dl.PENDING)
+                .where(
+                    d.c.id.in_(list(ids)),
+                    d.c.lease_owner.in_(list(set(leases))),
+                    d.c.status == dl.PENDING,
+                )
                 .values(next_attempt_ms=due_ms, lease_owner=None)
             )
 
-    async def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> None:
-        """Write a batch of outcomes in one transaction: attempts, delivery states, health."""
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """Write a batch of outcomes in one transaction: attempts, delivery states, health.
+
+        A delivery changes only if its lease is still the outcome's: a holder whose lease
+        expired and was taken over settles nothing (its attempt is still recorded).
+        """
         if not outcomes:
             return
         d, i = s.deliveries, s.integrations
@@ -209,7 +221,7 @@ class Store:
         state_rows = [
             {
                 "b_id": o.delivery_id,
-                "b_owner": owner,
+                "b_owner": o.lease,
                 "b_status": _STATUS_OF[o.verdict],
                 "b_inc": 0 if o.result is None else 1,
                 "b_next": o.next_attempt_ms if o.verdict is Verdict.RETRY else o.at_ms,
