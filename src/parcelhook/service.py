@@ -34,9 +34,12 @@ from parcelhook.domain.integrations import (
 from parcelhook.domain.parcels import NewParcel, Parcel, Refund, parse_new_parcel
 from parcelhook.domain.retry import AttemptResult
 from parcelhook.domain.statuses import ParcelStatus, is_known_status
+from parcelhook.domain.text import check_text, has_nul
 from parcelhook.store import Store, Tx
 
 USER_AGENT = f"parcelhook/{__version__}"
+# the public_key column's width: a longer one cannot name an integration
+_PUBLIC_KEY_MAX = 64
 _hasher = PasswordHasher()
 
 
@@ -98,8 +101,11 @@ class Service:
 
     async def sign_in(self, email: str, password: str) -> int | None:
         """The account id when the password matches (always costs one hash, found or not)."""
-        async with self.store.reading() as r:
-            found = await r.account_by_email(email.strip().lower())
+        email = email.strip().lower()
+        found = None
+        if not has_nul(email):  # PostgreSQL cannot even compare text holding NUL
+            async with self.store.reading() as r:
+                found = await r.account_by_email(email)
         stored = found[1] if found else _DUMMY_HASH
         try:
             await asyncio.to_thread(_hasher.verify, stored, password)
@@ -109,8 +115,10 @@ class Service:
 
     async def authenticate_api(self, public_key: str, secret_key: str) -> Integration | None:
         """The API integration whose key pair this is (constant-time secret comparison)."""
-        async with self.store.reading() as r:
-            integration = await r.integration_by_public_key(public_key)
+        integration = None
+        if len(public_key) <= _PUBLIC_KEY_MAX and not has_nul(public_key):
+            async with self.store.reading() as r:
+                integration = await r.integration_by_public_key(public_key)
         candidate = integration.secret_key if integration else secrets.token_hex(16)
         ok = secrets.compare_digest(candidate.encode(), secret_key.encode())
         if integration is None or not ok or integration.system != systems.API:
@@ -313,6 +321,7 @@ class Service:
             raise InvalidInput("refund.reason is required.", field="reason", code="required")
         if len(reason) > 2000:
             raise InvalidInput("reason must be at most 2000 characters.", field="reason")
+        check_text(reason, "reason")
         now = self.clock.now_ms()
         async with self.store.transaction() as tx:
             parcel = await tx.parcel(account_id, parcel_id)

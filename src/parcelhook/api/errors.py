@@ -15,6 +15,7 @@ from parcelhook.domain.errors import DomainError
 
 log = logging.getLogger("parcelhook.api")
 MAX_BODY = 1024 * 1024
+_TOO_LARGE = "The request body is larger than 1 MiB."
 
 
 def error_response(
@@ -28,6 +29,7 @@ def error_response(
 
 
 _HTTP_CODES = {
+    400: "bad_request",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
@@ -53,6 +55,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(400, "malformed_json", "The request body is not valid JSON.")
         if kind == "missing" and loc == ["body"]:
             return error_response(400, "missing_body", "A JSON request body is required.")
+        if loc == ["body"]:
+            # the body as a whole is the wrong shape (an array, a string, a form): no field to name
+            return error_response(400, "invalid_body", "The request body must be a JSON object.")
         code = {"missing": "required", "extra_forbidden": "unknown_field"}.get(kind, "invalid")
         words = {"missing": "is required", "extra_forbidden": "is not a known field"}.get(
             kind, str(first.get("msg", "is invalid")).lower()
@@ -74,8 +79,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal", "Internal error; it has been logged.")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    # an HTTPException, so that FastAPI's body parsing passes it on instead of making it a 400
+    def __init__(self) -> None:
+        super().__init__(413, _TOO_LARGE)
 
 
 class BodyLimit:
@@ -119,5 +126,5 @@ class BodyLimit:
 
 
 async def _send_413(scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_response(413, "too_large", "The request body is larger than 1 MiB.")
+    response = error_response(413, "too_large", _TOO_LARGE)
     await response(scope, receive, send)

@@ -27,7 +27,7 @@ def _service(request: Request) -> Service:
 async def list_integrations(
     request: Request,
     caller: CallerDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=m.MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     found = await _service(request).list_integrations(caller.account_id, after, limit)
@@ -44,7 +44,7 @@ async def list_integrations(
     responses={201: {"model": m.IntegrationOutEnvelope}, **ERRORS},
 )
 async def create_integration(
-    request: Request, caller: CallerDep, body: m.IntegrationEnvelope
+    request: Request, caller: CallerDep, body: m.IntegrationCreateEnvelope
 ) -> dict[str, Any]:
     data = body.integration.model_dump(exclude_unset=True)
     created = await _service(request).create_integration(caller.account_id, data)
@@ -57,7 +57,7 @@ async def create_integration(
     responses={200: {"model": m.IntegrationOutEnvelope}, **ERRORS},
 )
 async def get_integration(
-    request: Request, caller: CallerDep, integration_id: int
+    request: Request, caller: CallerDep, integration_id: m.IntegrationId
 ) -> dict[str, Any]:
     found = await _service(request).get_integration(caller.account_id, integration_id)
     return {"integration": present.integration(found)}
@@ -69,7 +69,10 @@ async def get_integration(
     responses={200: {"model": m.IntegrationOutEnvelope}, **ERRORS},
 )
 async def update_integration(
-    request: Request, caller: CallerDep, integration_id: int, body: m.IntegrationEnvelope
+    request: Request,
+    caller: CallerDep,
+    integration_id: m.IntegrationId,
+    body: m.IntegrationEnvelope,
 ) -> dict[str, Any]:
     data = body.integration.model_dump(exclude_unset=True)
     updated = await _service(request).update_integration(caller.account_id, integration_id, data)
@@ -82,7 +85,9 @@ async def update_integration(
     response_model=None,
     responses={204: {"description": "Deleted"}, **ERRORS},
 )
-async def delete_integration(request: Request, caller: CallerDep, integration_id: int) -> Response:
+async def delete_integration(
+    request: Request, caller: CallerDep, integration_id: m.IntegrationId
+) -> Response:
     await _service(request).delete_integration(caller.account_id, integration_id)
     return Response(status_code=204)
 
@@ -95,7 +100,7 @@ async def delete_integration(request: Request, caller: CallerDep, integration_id
 async def webhook_test(
     request: Request,
     caller: CallerDep,
-    integration_id: int,
+    integration_id: m.IntegrationId,
     body: Annotated[m.WebhookTestEnvelope | None, Body()] = None,
 ) -> dict[str, Any]:
     data = None if body is None else {"integration": body.integration.model_dump(exclude_none=True)}
@@ -115,7 +120,7 @@ async def webhook_test(
     responses={200: {"model": m.IntegrationOutEnvelope}, **ERRORS},
 )
 async def rotate_webhook_secret(
-    request: Request, caller: CallerDep, integration_id: int
+    request: Request, caller: CallerDep, integration_id: m.IntegrationId
 ) -> dict[str, Any]:
     """A new `whsec_` secret; the old one keeps signing too during the grace period."""
     rotated = await _service(request).rotate_webhook_secret(caller.account_id, integration_id)

@@ -6,26 +6,65 @@ domain, so the panel and the API refuse the same things with the same words.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
+
+from parcelhook.domain import systems
+from parcelhook.domain.countries import COUNTRIES
+from parcelhook.domain.parcels import SHIPMENT_METHODS
+from parcelhook.domain.statuses import STATUS_MESSAGES
+
+# ids are 64-bit integers in the database; a larger one must be a 4xx, not a driver overflow
+MAX_ID = 2**63 - 1
+# the last millisecond of the year 9999: timestamps beyond it are no instant anyone means
+MAX_MS = 253_402_300_799_999
+
+# an event's action (`parcel_status_changed`, …) and an event id (`evt_…`), as filters take them
+ACTION_PATTERN = r"^[a-z_]+$"
+EVENT_ID_PATTERN = r"^[a-z0-9_]*$"
+
+IntegrationId = Annotated[int, Path(ge=1, le=MAX_ID)]
+ParcelId = Annotated[int, Path(ge=1, le=MAX_ID)]
+DeliveryId = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+
+# enums are documented, not enforced here: the domain refuses other values in its own words
+_SYSTEM_ENUM: dict[str, Any] = {"enum": list(systems.SYSTEMS)}
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class IntegrationIn(_In):
-    shop_name: str | None = Field(default=None, max_length=255)
+class _IntegrationFields(_In):
     shop_url: str | None = Field(default=None, max_length=2048)
-    system: str | None = None
     webhook_active: bool | None = None
     webhook_url: str | None = Field(default=None, max_length=2048)
     webhook_signature_key: str | None = Field(default=None, max_length=1000)
 
 
+class IntegrationIn(_IntegrationFields):
+    """The fields of an update; every one is optional."""
+
+    shop_name: str | None = Field(default=None, max_length=255)
+    system: str | None = Field(default=None, json_schema_extra=_SYSTEM_ENUM)
+
+
+class IntegrationCreate(_IntegrationFields):
+    """The fields of a create: `shop_name` and `system` are required."""
+
+    shop_name: str = Field(max_length=255)
+    system: str = Field(json_schema_extra=_SYSTEM_ENUM)
+
+
 class IntegrationEnvelope(_In):
     integration: IntegrationIn
+
+
+class IntegrationCreateEnvelope(_In):
+    integration: IntegrationCreate
 
 
 class WebhookTestIntegration(_In):
@@ -38,7 +77,7 @@ class WebhookTestEnvelope(_In):
 
 
 class ShipmentRef(_In):
-    id: int
+    id: int = Field(json_schema_extra={"enum": list(SHIPMENT_METHODS)})
 
 
 class ParcelIn(_In):
@@ -46,7 +85,7 @@ class ParcelIn(_In):
     address: str = Field(max_length=255)
     city: str = Field(max_length=255)
     postal_code: str = Field(max_length=255)
-    country: str = Field(max_length=2)
+    country: str = Field(max_length=2, json_schema_extra={"enum": list(COUNTRIES)})
     company_name: str | None = Field(default=None, max_length=255)
     house_number: str | None = Field(default=None, max_length=255)
     telephone: str | None = Field(default=None, max_length=255)
@@ -56,7 +95,7 @@ class ParcelIn(_In):
     external_order_id: str | None = Field(default=None, max_length=255)
     external_shipment_id: str | None = Field(default=None, max_length=255)
     shipment: ShipmentRef | None = None
-    integration_id: int | None = None
+    integration_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     is_return: bool | None = None
 
 
@@ -65,8 +104,8 @@ class ParcelEnvelope(_In):
 
 
 class StatusIn(_In):
-    status_id: int
-    carrier_status_change_timestamp: int | None = None
+    status_id: int = Field(json_schema_extra={"enum": list(STATUS_MESSAGES)})
+    carrier_status_change_timestamp: int | None = Field(default=None, ge=0, le=MAX_MS)
 
 
 class RefundIn(_In):
@@ -79,8 +118,8 @@ class RefundEnvelope(_In):
 
 class RedeliverFilter(_In):
     status: Literal["failed", "delivered"] = "failed"
-    integration_id: int | None = None
-    action: str | None = None
+    integration_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    action: str | None = Field(default=None, max_length=40, pattern=ACTION_PATTERN)
 
 
 # -- responses (documentation only; handlers return plain dicts) ------------------------

@@ -34,7 +34,7 @@ async def list_parcels(
     request: Request,
     caller: CallerDep,
     updated_after: Annotated[str | None, Query(max_length=64)] = None,
-    cursor: Annotated[str | None, Query(max_length=64, pattern=r"^\d{1,15}\.\d{1,19}$")] = None,
+    cursor: Annotated[str | None, Query(max_length=64, pattern=r"^\d{1,15}\.\d{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Parcels changed after `updated_after` (ISO 8601), oldest change first: polling."""
@@ -66,7 +66,7 @@ async def list_parcels(
 @router.get(
     "/{parcel_id}", response_model=None, responses={200: {"model": m.ParcelOutEnvelope}, **ERRORS}
 )
-async def get_parcel(request: Request, caller: CallerDep, parcel_id: int) -> dict[str, Any]:
+async def get_parcel(request: Request, caller: CallerDep, parcel_id: m.ParcelId) -> dict[str, Any]:
     parcel = await _service(request).get_parcel(caller.account_id, parcel_id)
     return {"parcel": ev.parcel_object(parcel)}
 
@@ -77,7 +77,7 @@ async def get_parcel(request: Request, caller: CallerDep, parcel_id: int) -> dic
     responses={200: {"model": m.ParcelOutEnvelope}, **ERRORS},
 )
 async def change_status(
-    request: Request, caller: CallerDep, parcel_id: int, body: m.StatusIn
+    request: Request, caller: CallerDep, parcel_id: m.ParcelId, body: m.StatusIn
 ) -> dict[str, Any]:
     """A carrier tracking update; a real change sends `parcel_status_changed`."""
     parcel = await _service(request).change_status(
@@ -91,7 +91,9 @@ async def change_status(
     response_model=None,
     responses={200: {"model": m.ParcelOutEnvelope}, **ERRORS},
 )
-async def cancel_parcel(request: Request, caller: CallerDep, parcel_id: int) -> dict[str, Any]:
+async def cancel_parcel(
+    request: Request, caller: CallerDep, parcel_id: m.ParcelId
+) -> dict[str, Any]:
     parcel = await _service(request).cancel_parcel(caller.account_id, parcel_id)
     return {"parcel": ev.parcel_object(parcel)}
 
@@ -103,7 +105,7 @@ async def cancel_parcel(request: Request, caller: CallerDep, parcel_id: int) -> 
     responses={201: {"model": m.RefundOutEnvelope}, **ERRORS},
 )
 async def request_refund(
-    request: Request, caller: CallerDep, parcel_id: int, body: m.RefundEnvelope
+    request: Request, caller: CallerDep, parcel_id: m.ParcelId, body: m.RefundEnvelope
 ) -> dict[str, Any]:
     refund = await _service(request).request_refund(
         caller.account_id, parcel_id, {"refund": body.refund.model_dump()}

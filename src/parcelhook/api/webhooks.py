@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v2", tags=["webhooks"])
 async def list_events(
     request: Request,
     caller: CallerDep,
-    after: Annotated[str, Query(max_length=40)] = "",
+    after: Annotated[str, Query(max_length=40, pattern=m.EVENT_ID_PATTERN)] = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     found = await _service(request).list_events(caller.account_id, after, limit)
@@ -36,9 +36,9 @@ async def list_deliveries(
     request: Request,
     caller: CallerDep,
     status: Literal["pending", "delivered", "failed"] | None = None,
-    integration_id: int | None = None,
-    action: Annotated[str | None, Query(max_length=40)] = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    integration_id: m.IdFilter = None,
+    action: Annotated[str | None, Query(max_length=40, pattern=m.ACTION_PATTERN)] = None,
+    before: Annotated[int | None, Query(ge=1, le=m.MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Newest first; `status=failed` is the Failed Request log."""
@@ -61,7 +61,9 @@ async def list_deliveries(
     response_model=None,
     responses={200: {"model": m.DeliveryOutEnvelope}, **ERRORS},
 )
-async def get_delivery(request: Request, caller: CallerDep, delivery_id: int) -> dict[str, Any]:
+async def get_delivery(
+    request: Request, caller: CallerDep, delivery_id: m.DeliveryId
+) -> dict[str, Any]:
     found = await _service(request).get_delivery(caller.account_id, delivery_id)
     return {"delivery": present.delivery(found)}
 
@@ -89,6 +91,8 @@ async def redeliver_many(
     response_model=None,
     responses={200: {"model": m.DeliveryOutEnvelope}, **ERRORS},
 )
-async def redeliver(request: Request, caller: CallerDep, delivery_id: int) -> dict[str, Any]:
+async def redeliver(
+    request: Request, caller: CallerDep, delivery_id: m.DeliveryId
+) -> dict[str, Any]:
     found = await _service(request).redeliver(caller.account_id, delivery_id)
     return {"delivery": present.delivery(found)}

@@ -7,6 +7,7 @@ from typing import Any
 
 from parcelhook.domain import keys, systems, targets
 from parcelhook.domain.errors import InvalidInput
+from parcelhook.domain.text import check_text
 
 SHOP_NAME_MAX = 255
 
@@ -93,7 +94,7 @@ def _str_field(data: dict[str, Any], name: str, max_len: int) -> str | None:
         raise InvalidInput(f"{name} must be a string.", field=name)
     if len(value) > max_len:
         raise InvalidInput(f"{name} must be at most {max_len} characters.", field=name)
-    return value
+    return check_text(value, name)
 
 
 def parse_changes(data: Any, *, creating: bool) -> IntegrationChanges:

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from parcelhook.domain.countries import COUNTRIES
 from parcelhook.domain.errors import InvalidInput
+from parcelhook.domain.text import check_text
 
 # shipment method id → (name, carrier code, price in EUR); a small realistic catalogue
 SHIPMENT_METHODS: Final[dict[int, tuple[str, str, str]]] = {
@@ -118,7 +119,7 @@ def _text(data: dict[str, Any], name: str, *, required: bool, max_len: int = 255
         raise InvalidInput(f"{name} must be a string.", field=name)
     if len(value) > max_len:
         raise InvalidInput(f"{name} must be at most {max_len} characters.", field=name)
-    return value.strip()
+    return check_text(value, name).strip()
 
 
 def normalise_weight(value: Any) -> str:
@@ -129,7 +130,8 @@ def normalise_weight(value: Any) -> str:
         kg = Decimal(str(value))
     except InvalidOperation:
         raise InvalidInput("weight must be a number of kilograms.", field="weight") from None
-    if not kg.is_finite() or kg <= 0 or kg > 1000:
+    # compared as shown (three decimals), so 0.0001 is not accepted as a weight of "0.000"
+    if not kg.is_finite() or not 0 < kg <= 1000 or kg.quantize(Decimal("0.001")) == 0:
         raise InvalidInput("weight must be more than 0 and at most 1000 kg.", field="weight")
     return f"{kg:.3f}"
 
