@@ -279,6 +279,20 @@ async def test_another_accounts_integration_and_deliveries_are_404_pages(
     assert unchanged.webhook_url == "http://127.0.0.1:9/x"
 
 
+async def test_unknown_pages_are_html_404s_and_unknown_api_paths_stay_json(
+    inproc: InProcess,
+) -> None:
+    client, _token = await signed_in(inproc)
+    html = {"accept": "text/html,application/xhtml+xml"}
+    for path in ["/settings/integrations/abc", "/no/such/page"]:
+        answer = await client.get(path, headers=html)
+        assert answer.status_code == 404, path
+        assert "<h1>Not found</h1>" in answer.text
+    answer = await client.get("/api/v2/nothing-here", headers=html)
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_found"
+
+
 async def test_no_page_shows_a_signature_key_even_after_a_failed_save_or_a_test(
     inproc: InProcess,
 ) -> None:

@@ -190,6 +190,14 @@ def wants_json(request: Request) -> bool:
 def install_error_pages(app: FastAPI) -> None:
     """Panel failures as pages (the API keeps its JSON errors)."""
 
+    def html_not_found(request: Request) -> Response:
+        error = not_found()
+        return panel_of(request).page(
+            request, "error.html", 404, title=error.title, message=error.message
+        )
+
+    app.state.html_not_found = html_not_found
+
     @app.exception_handler(PageError)
     async def page_error(request: Request, exc: PageError) -> Response:
         panel = panel_of(request)
