@@ -9,7 +9,7 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,10 +24,15 @@ T = TypeVar("T")
 DEMO_EMAIL = "demo@parcelhook.local"
 
 
-def _run(main: Callable[[], Awaitable[T]]) -> T:
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `main`, turning every failure into one line on stderr and exit code 1."""
     try:
-        return asyncio.run(main())  # type: ignore[arg-type]
+        # uvloop takes ~8 % off the dispatcher's CPU per delivery (docs/performance.md)
+        if sys.platform != "win32":
+            import uvloop
+
+            return uvloop.run(main())
+        return asyncio.run(main())
     except DomainError as exc:
         raise click.ClickException(exc.message) from None
     except (OSError, ConnectionError) as exc:

@@ -58,6 +58,9 @@ class Runtime:
             allow_private=s.allow_private_targets,
             allow_http=s.allow_http_targets,
             user_agent=USER_AGENT,
+            # no global cap: lanes bound connections per endpoint, and a shared cap would
+            # let black-holed endpoints starve healthy ones of connections
+            max_connections=0,
         )
         await sender.start()
         self.dispatcher = Dispatcher(

@@ -147,6 +147,13 @@ deliveries = Table(
         postgresql_where=text("status = 'pending'"),
     ),
     Index("deliveries_integration", "integration_id", "id"),
+    # pruning walks settled deliveries by age without scanning the table
+    Index(
+        "deliveries_settled",
+        "updated_ms",
+        sqlite_where=text("status = 'delivered'"),
+        postgresql_where=text("status = 'delivered'"),
+    ),
     Index("deliveries_account_status", "account_id", "status", "id"),
     Index("deliveries_event", "event_id"),
 )
