@@ -84,6 +84,9 @@ class Dispatcher:
         self._in_flight = 0
         # delivery id → the lease token of its latest claim, for every delivery held here
         self._leases: dict[int, str] = {}
+        # claims and outcome writes take turns, so the leases above always match the table:
+        # a claim never sees a delivery half-settled by a write running at the same time
+        self._db_turn = asyncio.Lock()
         self._claims = 0
         self._capacity = asyncio.Event()
         self._stopping = False
@@ -139,6 +142,15 @@ class Dispatcher:
     async def _claim(self) -> tuple[int, int, bool]:
         """Claim one batch: how many were claimed, asked for, and whether full lanes were
         left out."""
+        try:
+            async with self._db_turn:
+                return await self._claim_batch()
+        except Exception:
+            log.exception("claiming deliveries failed; retrying after the poll interval")
+            await self.clock.sleep_until(self.clock.now_ms() + self.config.poll_ms, asyncio.Event())
+            return 0, 0, True
+
+    async def _claim_batch(self) -> tuple[int, int, bool]:
         now = self.clock.now_ms()
         # a lane that is full now is not claimed for: its deliveries wait in the table,
         # where another worker may take them, rather than in this process's memory
@@ -148,12 +160,7 @@ class Dispatcher:
         limit = min(self.config.batch_size, self.config.max_in_flight - self._in_flight)
         self._claims += 1
         lease = f"{self.owner}#{self._claims}"
-        try:
-            claimed = await self.store.claim_due(lease, now, self.config.lease_ms, limit, full)
-        except Exception:
-            log.exception("claiming deliveries failed; retrying after the poll interval")
-            await self.clock.sleep_until(now + self.config.poll_ms, asyncio.Event())
-            return 0, limit, bool(full)
+        claimed = await self.store.claim_due(lease, now, self.config.lease_ms, limit, full)
         if not claimed:
             return 0, limit, bool(full)
         await self._refresh_integrations(claimed)
@@ -251,22 +258,23 @@ class Dispatcher:
                 if self._stopping and not self._tasks:
                     return
                 continue
-            batch = [replace(o, lease=self._leases[o.delivery_id]) for o in outcomes]
             while True:
                 try:
-                    await self.store.record_outcomes(batch)
+                    async with self._db_turn:
+                        batch = [replace(o, lease=self._leases[o.delivery_id]) for o in outcomes]
+                        await self.store.record_outcomes(batch)
+                        for o in batch:
+                            del self._leases[o.delivery_id]
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     # keep the outcomes: the leases still protect these deliveries
-                    log.exception("writing %d outcomes failed; retrying", len(batch))
+                    log.exception("writing %d outcomes failed; retrying", len(outcomes))
                     await asyncio.sleep(0.5)
-            for o in batch:
-                del self._leases[o.delivery_id]
-            self._in_flight -= len(batch)
+            self._in_flight -= len(outcomes)
             self._capacity.set()
-            if any(o.verdict is Verdict.RETRY for o in batch):
+            if any(o.verdict is Verdict.RETRY for o in outcomes):
                 self._wake.set()  # the claimer may be sleeping past the new due time
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:

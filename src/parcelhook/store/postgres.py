@@ -9,10 +9,10 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
-
-from parcelhook.store.store import NOTIFY_CHANNEL
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger("parcelhook.store")
+NOTIFY_CHANNEL = "parcelhook_deliveries"
 
 
 class DeliveryListener:
@@ -51,3 +51,63 @@ class DeliveryListener:
                 if conn is not None and not conn.is_closed():
                     await conn.close()
             await asyncio.sleep(1)
+
+
+# The dispatcher's two hot statements, one round trip each, autocommitted. The SQL text is
+# fixed (arrays instead of IN-lists), so asyncpg prepares each once per connection.
+
+CLAIM_SQL = """
+WITH due AS (
+    SELECT id FROM deliveries
+    WHERE status = 'pending' AND next_attempt_ms <= $1
+      AND NOT (integration_id = ANY($4::bigint[]))
+    ORDER BY next_attempt_ms
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE deliveries AS d SET next_attempt_ms = $2, lease_owner = $5
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.event_id, d.integration_id, d.attempt_count, d.schedule_base
+)
+SELECT l.id, l.event_id, l.integration_id, l.attempt_count, l.schedule_base,
+       e.body, i.last_updated_ms
+FROM leased AS l
+JOIN events AS e ON e.id = l.event_id
+JOIN integrations AS i ON i.id = l.integration_id
+ORDER BY l.id
+"""
+
+OUTCOMES_SQL = """
+WITH o AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[],
+                         $6::int[], $7::text[], $8::bigint[])
+        AS o(id, lease, status, inc, next_ms, code, last_error, at_ms)
+), attempt AS (
+    INSERT INTO attempts (delivery_id, at_ms, duration_ms, status_code, error, response_excerpt)
+    SELECT * FROM unnest($9::bigint[], $10::bigint[], $11::int[], $12::int[], $13::text[],
+                         $14::text[])
+), health AS (
+    -- one update per integration ($15 succeeded, $16 failed, $18 answered 410), and only
+    -- where something changes, so a run of successes rewrites no integration row
+    UPDATE integrations SET
+        failing_since_ms = CASE WHEN id = ANY($15::bigint[]) THEN NULL
+                                ELSE COALESCE(failing_since_ms, $17) END,
+        webhook_active = webhook_active AND NOT (id = ANY($18::bigint[])),
+        last_updated_ms = CASE WHEN id = ANY($18::bigint[]) AND webhook_active
+                               THEN $17 ELSE last_updated_ms END
+    WHERE (id = ANY($15::bigint[]) AND failing_since_ms IS NOT NULL)
+       OR (id = ANY($16::bigint[]) AND failing_since_ms IS NULL)
+       OR (id = ANY($18::bigint[]) AND webhook_active)
+)
+UPDATE deliveries AS d SET
+    status = o.status, attempt_count = d.attempt_count + o.inc, next_attempt_ms = o.next_ms,
+    lease_owner = NULL, last_status_code = o.code, last_error = o.last_error,
+    updated_ms = o.at_ms
+FROM o WHERE d.id = o.id AND d.lease_owner = o.lease
+"""
+
+
+async def driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a pooled SQLAlchemy one (no transaction is opened)."""
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,11 +26,9 @@ from parcelhook.domain.integrations import Integration, IntegrationChanges
 from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
 from parcelhook.domain.retry import Verdict
 from parcelhook.domain.signing import new_webhook_secret
-from parcelhook.store import migrations
+from parcelhook.store import migrations, postgres
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
-
-NOTIFY_CHANNEL = "parcelhook_deliveries"
 
 
 def normalise_url(url: str) -> str:
@@ -109,7 +107,9 @@ class Store:
                 tx = Tx(self, conn)
                 yield tx
                 if tx.queued:
-                    await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": NOTIFY_CHANNEL})
+                    await conn.execute(
+                        text("SELECT pg_notify(:c, '')"), {"c": postgres.NOTIFY_CHANNEL}
+                    )
         if tx.queued:
             for callback in self._on_enqueue:
                 callback()
@@ -131,6 +131,17 @@ class Store:
         skip_integrations: Sequence[int] = (),
     ) -> list[Claimed]:
         """Lease up to `limit` due deliveries. The lease is the pushed-back `next_attempt_ms`."""
+        if not self.is_sqlite:
+            async with self.engine.connect() as conn:
+                rows = await (await postgres.driver(conn)).fetch(
+                    postgres.CLAIM_SQL,
+                    now_ms,
+                    now_ms + lease_ms,
+                    limit,
+                    list(skip_integrations),
+                    lease,
+                )
+            return [_claimed(r, lease) for r in rows]
         d = s.deliveries
         due = (
             select(d.c.id)
@@ -140,8 +151,6 @@ class Store:
         )
         if skip_integrations:
             due = due.where(d.c.integration_id.not_in(list(skip_integrations)))
-        if not self.is_sqlite:
-            due = due.with_for_update(skip_locked=True)
         stmt = (
             update(d)
             .where(d.c.id.in_(due.scalar_subquery()))
@@ -167,19 +176,7 @@ class Store:
                 .where(d.c.id.in_(ids))
                 .order_by(d.c.next_attempt_ms, d.c.id)
             )
-            return [
-                Claimed(
-                    id=r.id,
-                    event_id=r.event_id,
-                    integration_id=r.integration_id,
-                    integration_version=r.last_updated_ms,
-                    attempt_count=r.attempt_count,
-                    schedule_base=r.schedule_base,
-                    body=(r.body or "").encode("ascii"),
-                    lease=lease,
-                )
-                for r in rows
-            ]
+            return [_claimed(r._mapping, lease) for r in rows]
 
     async def release(self, leases: Sequence[str], ids: Sequence[int], due_ms: int) -> None:
         """Give leased deliveries back untouched (e.g. their endpoint's lane is full)."""
@@ -239,6 +236,9 @@ class Store:
             if o.result is not None and o.verdict is not Verdict.DELIVERED
         } - ok
         gone = {o.integration_id for o in outcomes if o.verdict is Verdict.GONE}
+        if not self.is_sqlite:
+            await self._record_outcomes_pg(attempt_rows, state_rows, ok, bad, gone, now)
+            return
         async with self.transaction() as tx:
             c = tx.conn
             if attempt_rows:
@@ -275,6 +275,49 @@ class Store:
                     .where(i.c.id.in_(gone), i.c.webhook_active.is_(True))
                     .values(webhook_active=False, last_updated_ms=now)
                 )
+
+    async def _record_outcomes_pg(
+        self,
+        attempt_rows: list[dict[str, Any]],
+        state_rows: list[dict[str, Any]],
+        ok: set[int],
+        bad: set[int],
+        gone: set[int],
+        now: int,
+    ) -> None:
+        """The same writes as one statement: columns go in as arrays."""
+
+        def column(rows: list[dict[str, Any]], key: str) -> list[Any]:
+            return [r[key] for r in rows]
+
+        states = [
+            column(state_rows, k)
+            for k in (
+                "b_id",
+                "b_owner",
+                "b_status",
+                "b_inc",
+                "b_next",
+                "b_code",
+                "b_error",
+                "b_now",
+            )
+        ]
+        attempts = [
+            column(attempt_rows, k)
+            for k in (
+                "delivery_id",
+                "at_ms",
+                "duration_ms",
+                "status_code",
+                "error",
+                "response_excerpt",
+            )
+        ]
+        async with self.engine.connect() as conn:
+            await (await postgres.driver(conn)).execute(
+                postgres.OUTCOMES_SQL, *states, *attempts, list(ok), list(bad), now, list(gone)
+            )
 
     async def next_due_ms(self) -> int | None:
         d = s.deliveries
@@ -367,6 +410,20 @@ _STATUS_OF = {
     Verdict.FAILED: dl.FAILED,
     Verdict.GONE: dl.FAILED,
 }
+
+
+def _claimed(r: Mapping[Any, Any], lease: str) -> Claimed:
+    """A claimed row, from SQLAlchemy (`row._mapping`) or asyncpg alike."""
+    return Claimed(
+        id=r["id"],
+        event_id=r["event_id"],
+        integration_id=r["integration_id"],
+        integration_version=r["last_updated_ms"],
+        attempt_count=r["attempt_count"],
+        schedule_base=r["schedule_base"],
+        body=(r["body"] or "").encode("ascii"),
+        lease=lease,
+    )
 
 
 def _parcel_from_row(row: Row[Any]) -> Parcel:
