@@ -5,50 +5,20 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import socket
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from parcelhook import __version__
 from parcelhook.delivery.sender import Sender, check_target_resolves
+from support.dns import StaticResolver
 from support.hostile_receiver import HostileReceiver, Mode, not_tls_server, refused_port
 
 BODY = b'{"action": "test_webhook", "timestamp": 1700000000000}'
 SIGNATURE = "1eed4b3d41f4653ac64fd56f1bf1cbfd349e4482cbc11dff7134bd93e5da4b0a"
 HEADERS = {"Content-Type": "application/json", "Sendcloud-Signature": SIGNATURE}
-
-
-class StaticResolver(AbstractResolver):
-    """DNS as the test says it is: name → addresses, anything else does not exist."""
-
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.lookups: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.lookups.append(host)
-        if host not in self.table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=ip,
-                port=port,
-                family=socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for ip in self.table[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-
 from parcelhook.config import Settings
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain import deliveries as dl
@@ -16,6 +14,7 @@ from parcelhook.domain.retry import RetryPolicy
 from parcelhook.domain.targets import forbidden_reason, parse_host_ip
 from parcelhook.runtime import Runtime
 from support.db_snapshot import changed_tables, snapshot
+from support.dns import StaticResolver
 from support.harness import MASTER_KEY, Account, Harness, HarnessFactory, eventually
 from support.hostile_receiver import HostileReceiver
 
@@ -44,35 +43,6 @@ async def strict_harness(
     factory.harnesses.append(h)
     await h.start()
     return h
-
-
-class StaticResolver(AbstractResolver):
-    """DNS as the test says it is: name → addresses; anything else does not exist."""
-
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.lookups: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.lookups.append(host)
-        if host not in self.table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=ip,
-                port=port,
-                family=socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for ip in self.table[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 async def use_resolver(h: Harness, table: dict[str, list[str]]) -> StaticResolver:
