@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-crash clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: lint
 # the delivery benchmark (not a test); QUICK=1 for a run of under a minute
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+# the crash-safety scenario with 10 SIGKILLs per engine instead of the suite's three
+bench-crash: $(STAMP)
+	$(BIN)/python -m bench.crash $(or $(KILLS),10)
 
 clean:
 	rm -rf $(VENV) var test-artifacts .mypy_cache .ruff_cache .pytest_cache
