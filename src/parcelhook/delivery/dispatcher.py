@@ -35,8 +35,8 @@ GONE = "the endpoint answered 410 Gone: webhook feedback was turned off for this
 
 @dataclass(frozen=True, slots=True)
 class DispatcherConfig:
-    # one claim's size: larger claims mean fewer round trips per delivery (measured: 512
-    # beats 256 on both engines; docs/performance.md)
+    # one claim's size: fewer round trips per delivery under load (512 against 256 showed
+    # no consistent difference in the benchmark; docs/performance.md)
     batch_size: int = 512
     # how many requests one endpoint may have in flight; a slow endpoint fills only this
     lane_concurrency: int = 16
