@@ -124,3 +124,62 @@ async def test_a_lease_expiring_mid_flight_never_sends_twice(harness: HarnessFac
 async def _attempts(h: object, account_id: int, delivery_id: int, n: int) -> bool:
     service = h.service  # type: ignore[attr-defined]
     return len((await service.get_delivery(account_id, delivery_id)).attempts) == n
+
+
+async def test_a_timing_out_endpoint_is_probed_one_request_at_a_time(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(dispatcher=False)
+    acct = await h.account()
+    async with HostileReceiver() as rx:
+        rx.route("/hole", Mode.hang())
+        ids = {}
+        for path in ("/hole", "/ok"):
+            r = await acct.call(
+                "POST",
+                "/api/v2/integrations",
+                {
+                    "integration": {
+                        "shop_name": path,
+                        "system": "shopify",
+                        "webhook_active": True,
+                        "webhook_url": rx.url(path),
+                    }
+                },
+            )
+            ids[path] = r.json()["integration"]["id"]
+        for _ in range(40):
+            await acct.call(
+                "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": ids["/hole"]}}
+            )
+        config = DispatcherConfig(lane_concurrency=4, lane_backlog=64, batch_size=64)
+        async with Sender(timeout=0.4, allow_private=True, allow_http=True) as sender:
+            dispatcher = Dispatcher(h.store, sender, h.runtime.clock, config=config)
+            stop = asyncio.Event()
+            run = asyncio.create_task(dispatcher.run(stop))
+            await rx.wait_for_requests(4)  # the lane starts at full concurrency
+            await asyncio.sleep(2.0)  # ~5 timeouts' worth
+            for _ in range(5):
+                await acct.call(
+                    "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": ids["/ok"]}}
+                )
+            await eventually(
+                lambda: _delivered(h, acct.account_id, ids["/ok"], 5),
+                within=5,
+                what="the healthy endpoint's deliveries",
+            )
+            hole = [r for r in rx.requests if r.path == "/hole"]
+            stop.set()
+            await asyncio.wait_for(run, 10)
+        # after the first timeouts one request at a time, not four: 4 + ~5, not ~20
+        assert 4 <= len(hole) <= 11, len(hole)
+        # what the shrunken lane could not send went back to the table, unleased
+        async with h.store.reading() as r:
+            from sqlalchemy import text
+
+            leased = (
+                await r.conn.execute(
+                    text("SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL")
+                )
+            ).scalar()
+        assert leased == 0

@@ -42,6 +42,9 @@ class DispatcherConfig:
     lane_concurrency: int = 16
     # deliveries one lane may hold waiting; beyond it they go back to the queue for later
     lane_backlog: int = 256
+    # ...and at most this many per request it may have in flight: a delivery then waits at
+    # most ~5 timeouts in its lane, well inside the lease, even on a lane shrunk to one
+    lane_backlog_per_slot: int = 4
     max_in_flight: int = 4096
     # a lease must outlive a delivery's wait in its lane plus its send
     lease_ms: int = 120_000
@@ -50,11 +53,13 @@ class DispatcherConfig:
 
 
 class _Lane:
-    __slots__ = ("queue", "workers")
+    __slots__ = ("limit", "queue", "workers")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self.queue: deque[Claimed] = deque()
         self.workers = 0
+        # concurrency now: 1 after a timeout or connection failure, doubling on success
+        self.limit = limit
 
 
 class Dispatcher:
@@ -88,6 +93,7 @@ class Dispatcher:
         # a claim never sees a delivery half-settled by a write running at the same time
         self._db_turn = asyncio.Lock()
         self._claims = 0
+        self._limits: dict[int, int] = {}  # integration id → lane limit, across lanes
         self._capacity = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -154,9 +160,7 @@ class Dispatcher:
         now = self.clock.now_ms()
         # a lane that is full now is not claimed for: its deliveries wait in the table,
         # where another worker may take them, rather than in this process's memory
-        full = tuple(
-            i for i, lane in self._lanes.items() if len(lane.queue) >= self.config.lane_backlog
-        )
+        full = tuple(i for i, lane in self._lanes.items() if len(lane.queue) >= self._room(lane))
         limit = min(self.config.batch_size, self.config.max_in_flight - self._in_flight)
         self._claims += 1
         lease = f"{self.owner}#{self._claims}"
@@ -173,19 +177,44 @@ class Dispatcher:
                 continue
             lane = self._lanes.get(c.integration_id)
             if lane is None:
-                lane = self._lanes[c.integration_id] = _Lane()
-            if len(lane.queue) >= self.config.lane_backlog:
+                lane = self._lanes[c.integration_id] = _Lane(
+                    self._limits.get(c.integration_id, self.config.lane_concurrency)
+                )
+            if len(lane.queue) >= self._room(lane):
                 give_back.append(c.id)
                 continue
             self._in_flight += 1
             self._leases[c.id] = lease
             lane.queue.append(c)
-            if lane.workers < self.config.lane_concurrency:
+            if lane.workers < lane.limit:
                 lane.workers += 1
                 self._spawn(self._lane_worker(c.integration_id, lane))
         if give_back:
             await self.store.release([lease], give_back, now)
         return len(claimed), limit, bool(full or give_back)
+
+    def _shed(self, lane: _Lane) -> None:
+        """Give back what a shrunken lane can no longer send within its deliveries' leases."""
+        excess = len(lane.queue) - self._room(lane)
+        if excess <= 0:
+            return
+        shed = [lane.queue.pop() for _ in range(excess)]
+        leases = [self._leases.pop(c.id) for c in shed]
+        self._in_flight -= len(shed)
+        self._capacity.set()
+        self._spawn(self._release(leases, [c.id for c in shed]))
+
+    async def _release(self, leases: list[str], ids: list[int]) -> None:
+        try:
+            async with self._db_turn:
+                await self.store.release(leases, ids, self.clock.now_ms())
+        except Exception:
+            # nothing is lost: their leases expire and they are claimed again
+            log.exception("could not give back %d deliveries", len(ids))
+
+    def _room(self, lane: _Lane) -> int:
+        """How many deliveries `lane` may hold waiting."""
+        return min(self.config.lane_backlog, self.config.lane_backlog_per_slot * lane.limit)
 
     async def _refresh_integrations(self, claimed: list[Claimed]) -> None:
         stale = {
@@ -204,11 +233,21 @@ class Dispatcher:
 
     async def _lane_worker(self, integration_id: int, lane: _Lane) -> None:
         try:
-            while lane.queue and not self._stopping:
-                if len(lane.queue) == self.config.lane_backlog // 2:
+            while lane.queue and not self._stopping and lane.workers <= lane.limit:
+                if len(lane.queue) == self._room(lane) // 2:
                     self._wake.set()  # room again: claim for this lane without waiting
                 c = lane.queue.popleft()
                 outcome = await self._deliver(c)
+                result = outcome.result
+                if result is not None and result.status_code is None:
+                    lane.limit = 1  # timed out or unreachable: probe with one request
+                    self._shed(lane)
+                elif lane.limit < self.config.lane_concurrency:
+                    lane.limit = min(self.config.lane_concurrency, lane.limit * 2)
+                    while lane.workers < min(lane.limit, len(lane.queue)):
+                        lane.workers += 1
+                        self._spawn(self._lane_worker(integration_id, lane))
+                self._limits[integration_id] = lane.limit
                 # append after the await: the writer swaps the list while we send
                 self._outcomes.append(outcome)
                 self._outcome_ready.set()
