@@ -73,9 +73,10 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # drivers log statements with their parameters at DEBUG: ciphertexts, hashes, payloads
+    # drivers log every statement (SQLAlchemy at INFO, aiosqlite with its parameters at
+    # DEBUG: ciphertexts, hashes, payloads), so they speak only of trouble
     for driver in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
-        logging.getLogger(driver).setLevel(max(logging.INFO, logging.root.level))
+        logging.getLogger(driver).setLevel(logging.WARNING)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

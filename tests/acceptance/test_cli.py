@@ -95,3 +95,23 @@ def test_master_key_from_the_environment_writes_no_key_file(tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "k.key").exists()
+
+
+def test_serve_logs_no_sql_at_info(tmp_path: Path) -> None:
+    """The default log level speaks of the service, not of every statement it runs."""
+    db = f"sqlite:///{tmp_path / 'z.db'}"
+    proc = subprocess.Popen(
+        [*EXE, "serve", "--port", "0", "--database-url", db],
+        cwd=tmp_path,
+        env={**os.environ, "PARCELHOOK_KEY_FILE": str(tmp_path / "k.key")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=8)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    assert "serving on" in out and "demo@parcelhook.local" in out
+    assert "sqlalchemy" not in err and "SELECT" not in err and "BEGIN" not in err, err[:2000]
