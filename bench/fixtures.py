@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import tempfile
 import time
@@ -19,38 +18,14 @@ from parcelhook.config import Settings
 from parcelhook.domain import events as ev
 from parcelhook.domain.events import Event
 from parcelhook.domain.integrations import Integration
-from parcelhook.domain.parcels import Parcel
 from parcelhook.domain.retry import RetryPolicy
 from parcelhook.runtime import Runtime
+from parcelhook.tools.trigger import sample_parcel
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 MASTER_KEY = Fernet.generate_key().decode()
 # a realistic status walk of one parcel, over and over
 STATUSES = (1000, 1001, 1, 3, 5, 7, 91, 92, 11)
-PARCEL = Parcel(
-    id=1,
-    account_id=1,
-    integration_id=1,
-    name="Anna de Vries",
-    company_name="De Vries Fietsen B.V.",
-    address="Stationsplein",
-    house_number="1",
-    city="Eindhoven",
-    postal_code="5611 AB",
-    country="NL",
-    telephone="+31612345678",
-    email="anna@example.com",
-    weight="2.000",
-    order_number="ORD-1001",
-    external_order_id="1001",
-    external_shipment_id="SHP-1001",
-    shipment_id=1343,
-    tracking_number="3SYZXG132912330",
-    is_return=False,
-    status_id=1000,
-    created_ms=1_700_000_000_000,
-    updated_ms=1_700_000_000_000,
-)
 
 
 @asynccontextmanager
@@ -128,14 +103,12 @@ class Events:
 
     def make(self, integration: Integration, now_ms: int) -> Event:
         pid = next(self._parcel_ids)
-        parcel = dataclasses.replace(
-            PARCEL,
-            id=pid,
+        parcel = sample_parcel(
+            status_id=STATUSES[pid % len(STATUSES)],
+            now_ms=now_ms,
+            parcel_id=pid,
             account_id=self.account_id,
             integration_id=integration.id,
-            status_id=STATUSES[pid % len(STATUSES)],
-            order_number=f"ORD-{pid}",
-            updated_ms=now_ms,
         )
         return ev.make_event(self.account_id, ev.parcel_status_changed(parcel, now_ms))
 

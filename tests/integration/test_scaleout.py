@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,38 +32,14 @@ from parcelhook.config import Settings
 from parcelhook.domain import events as ev
 from parcelhook.domain.events import Event
 from parcelhook.domain.integrations import Integration
-from parcelhook.domain.parcels import Parcel
 from parcelhook.runtime import Runtime
+from parcelhook.tools.trigger import sample_parcel
 from support.harness import MASTER_KEY, drop_pg_database, make_pg_database, pg_reachable
 
 pytestmark = pytest.mark.postgres
 
 EVENTS = 5_000
 ENDPOINTS = 10
-PARCEL = Parcel(
-    id=1,
-    account_id=1,
-    integration_id=1,
-    name="Anna de Vries",
-    company_name="",
-    address="Stationsplein",
-    house_number="1",
-    city="Eindhoven",
-    postal_code="5611 AB",
-    country="NL",
-    telephone="",
-    email="anna@example.com",
-    weight="2.000",
-    order_number="ORD-1",
-    external_order_id="",
-    external_shipment_id="",
-    shipment_id=8,
-    tracking_number="3SYZXG000000001",
-    is_return=False,
-    status_id=1000,
-    created_ms=1_700_000_000_000,
-    updated_ms=1_700_000_000_000,
-)
 
 
 # -- which process owns a TCP connection -----------------------------------------------------
@@ -277,7 +253,13 @@ async def enqueue(rt: Runtime, account_id: int, targets: list[Integration]) -> s
         batch: list[tuple[Event, list[Integration]]] = []
         for k in range(start, start + 100):
             target = targets[k % len(targets)]
-            parcel = replace(PARCEL, id=k + 1, account_id=account_id, integration_id=target.id)
+            parcel = sample_parcel(
+                status_id=1000,
+                now_ms=1_700_000_000_000,
+                parcel_id=k + 1,
+                account_id=account_id,
+                integration_id=target.id,
+            )
             event = ev.make_event(account_id, ev.parcel_status_changed(parcel, now))
             ids.add(event.id)
             batch.append((event, [target]))

@@ -28,14 +28,19 @@ PARCEL_ACTIONS: Final = (systems.PARCEL_STATUS_CHANGED, systems.REFUND_REQUESTED
 _ACCOUNT_ID, _INTEGRATION_ID, _PARCEL_ID, _REFUND_ID = 1, 7, 1001, 501
 
 
-def sample_payload(
-    action: str, *, now_ms: int, status_id: int, url: str, key: str, secret: str
-) -> dict[str, Any]:
-    """A realistic payload of `action`, about one demo parcel and one demo integration."""
-    parcel = Parcel(
-        id=_PARCEL_ID,
-        account_id=_ACCOUNT_ID,
-        integration_id=_INTEGRATION_ID,
+def sample_parcel(
+    *,
+    status_id: int,
+    now_ms: int,
+    parcel_id: int = _PARCEL_ID,
+    account_id: int = _ACCOUNT_ID,
+    integration_id: int = _INTEGRATION_ID,
+) -> Parcel:
+    """A realistic parcel, as a merchant's shop would create it (also the benchmark's)."""
+    return Parcel(
+        id=parcel_id,
+        account_id=account_id,
+        integration_id=integration_id,
         name="Jan Jansen",
         company_name="Demo Webshop BV",
         address="Stationsweg",
@@ -46,17 +51,24 @@ def sample_payload(
         telephone="+31612345678",
         email="jan.jansen@example.com",
         weight="2.000",
-        order_number="ORD-2024-1001",
-        external_order_id="1001",
+        order_number=f"ORD-{parcel_id}",
+        external_order_id=str(parcel_id),
         external_shipment_id="",
         shipment_id=1343,
-        tracking_number=tracking_number(_PARCEL_ID),
+        tracking_number=tracking_number(parcel_id),
         is_return=False,
         status_id=status_id,
         created_ms=now_ms - 3_600_000,
         updated_ms=now_ms,
         carrier_status_change_ms=now_ms - 1_000,
     )
+
+
+def sample_payload(
+    action: str, *, now_ms: int, status_id: int, url: str, key: str, secret: str
+) -> dict[str, Any]:
+    """A realistic payload of `action`, about one demo parcel and one demo integration."""
+    parcel = sample_parcel(status_id=status_id, now_ms=now_ms)
     integration = Integration(
         id=_INTEGRATION_ID,
         account_id=_ACCOUNT_ID,
