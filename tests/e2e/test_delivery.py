@@ -42,23 +42,6 @@ async def configure(acct: Account, integration_id: int, url: str, key: str | Non
     assert r.status_code == 200, r.text
 
 
-async def shop(acct: Account, url: str, system: str = "shopify") -> int:
-    r = await acct.call(
-        "POST",
-        "/api/v2/integrations",
-        {
-            "integration": {
-                "shop_name": "My shop",
-                "system": system,
-                "webhook_active": True,
-                "webhook_url": url,
-            }
-        },
-    )
-    assert r.status_code == 201, r.text
-    return int(r.json()["integration"]["id"])
-
-
 async def new_parcel(acct: Account, **extra: Any) -> dict[str, Any]:
     r = await acct.call("POST", "/api/v2/parcels", {"parcel": {**PARCEL, **extra}})
     assert r.status_code == 201, r.text
@@ -106,7 +89,7 @@ async def test_failing_twice_then_ok_gives_three_attempts_on_schedule(
     acct = await h.account()
     async with HostileReceiver() as rx:
         rx.route("/flaky", Mode.status(500), Mode.status(500), Mode.ok())
-        shop_id = await shop(acct, rx.url("/flaky"))
+        shop_id = await acct.shop(rx.url("/flaky"))
         await new_parcel(acct, integration_id=shop_id)
         await rx.wait_for_requests(1)
         (delivery,) = await h.service.list_deliveries(acct.account_id, integration_id=shop_id)
@@ -134,7 +117,7 @@ async def test_always_failing_ends_failed_after_11_attempts_then_redelivers(
     acct = await h.account()
     async with HostileReceiver() as rx:
         rx.route("/down", Mode.status(503))
-        shop_id = await shop(acct, rx.url("/down"))
+        shop_id = await acct.shop(rx.url("/down"))
         await new_parcel(acct, integration_id=shop_id)
         (delivery,) = await h.service.list_deliveries(acct.account_id, integration_id=shop_id)
         for n in range(1, 12):
@@ -164,7 +147,7 @@ async def test_bulk_redelivery_by_filter(harness: HarnessFactory) -> None:
     acct = await h.account()
     async with HostileReceiver() as rx:
         rx.route("/down", Mode.status(500))
-        shop_id = await shop(acct, rx.url("/down"))
+        shop_id = await acct.shop(rx.url("/down"))
         for _ in range(3):
             await new_parcel(acct, integration_id=shop_id)
         await eventually(lambda: _count(h, acct, dl.FAILED, 3), what="3 failed")
@@ -184,7 +167,7 @@ async def test_shop_integration_receives_only_parcel_status_changes(
     h = await harness()
     acct = await h.account()
     async with HostileReceiver() as rx:
-        shop_id = await shop(acct, rx.url("/shop"), system="woocommerce_v2")
+        shop_id = await acct.shop(rx.url("/shop"), system="woocommerce_v2")
         parcel = await new_parcel(acct, integration_id=shop_id)
         await acct.call("POST", f"/api/v2/parcels/{parcel['id']}/status", {"status_id": 11})
         r = await acct.call(
@@ -299,7 +282,7 @@ async def test_410_turns_the_webhook_off(harness: HarnessFactory) -> None:
     acct = await h.account()
     async with HostileReceiver() as rx:
         rx.route("/gone", Mode.status(410))
-        shop_id = await shop(acct, rx.url("/gone"))
+        shop_id = await acct.shop(rx.url("/gone"))
         await new_parcel(acct, integration_id=shop_id)
         await eventually(lambda: _count(h, acct, dl.FAILED, 1), what="failed delivery")
         integ = (await acct.call("GET", f"/api/v2/integrations/{shop_id}")).json()["integration"]
@@ -327,7 +310,7 @@ async def test_retention_prunes_old_payloads_while_delivery_goes_on(
     h = await harness(clock=clock, retention_days=30)
     acct = await h.account()
     async with HostileReceiver() as rx:
-        shop_id = await shop(acct, rx.url("/shop"))
+        shop_id = await acct.shop(rx.url("/shop"))
         for _ in range(3):
             await new_parcel(acct, integration_id=shop_id)
         await eventually(lambda: _count(h, acct, dl.DELIVERED, 3), what="3 delivered")

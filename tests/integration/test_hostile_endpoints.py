@@ -84,23 +84,6 @@ def ms(iso: str | None) -> int:
     return round(datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000)
 
 
-async def shop(acct: Account, url: str) -> int:
-    r = await acct.call(
-        "POST",
-        "/api/v2/integrations",
-        {
-            "integration": {
-                "shop_name": url,
-                "system": "shopify",
-                "webhook_active": True,
-                "webhook_url": url,
-            }
-        },
-    )
-    assert r.status_code == 201, r.text
-    return int(r.json()["integration"]["id"])
-
-
 async def parcel_for(acct: Account, shop_id: int) -> None:
     r = await acct.call(
         "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop_id}}
@@ -138,8 +121,8 @@ async def test_every_hostile_endpoint_is_recorded_retried_and_isolated(
                     url = f"http://127.0.0.1:{closed_port}/hook"
                 else:
                     url = f"https://127.0.0.1:{tls_port}/hook"
-                shops[case.name] = await shop(acct, url)
-            healthy = await shop(acct, rx.url("/healthy"))
+                shops[case.name] = await acct.shop(url, name=url)
+            healthy = await acct.shop(rx.url("/healthy"), name=rx.url("/healthy"))
 
             for case in CASES:
                 await parcel_for(acct, shops[case.name])
@@ -299,7 +282,7 @@ async def test_a_10_mb_answer_is_read_only_in_part(
     h = await harness(timeout=TIMEOUT)
     acct = await h.account()
     receiver.route("/huge", Mode.huge(10 * 1024 * 1024))
-    shop_id = await shop(acct, receiver.url("/huge"))
+    shop_id = await acct.shop(receiver.url("/huge"), name=receiver.url("/huge"))
     tracemalloc.start()
     try:
         await parcel_for(acct, shop_id)

@@ -9,7 +9,7 @@ from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain.clock import FakeClock
-from support.harness import Account, HarnessFactory, eventually
+from support.harness import HarnessFactory, eventually
 from support.hostile_receiver import HostileReceiver, Mode
 
 PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1", "country": "NL"}
@@ -20,7 +20,7 @@ async def test_a_black_hole_does_not_delay_a_healthy_endpoint(harness: HarnessFa
     acct = await h.account()
     async with HostileReceiver() as rx:
         rx.route("/hole", Mode.hang())
-        ids = {path: await _shop(acct, rx.url(path), path) for path in ("/hole", "/ok")}
+        ids = {path: await acct.shop(rx.url(path), name=path) for path in ("/hole", "/ok")}
         # the black hole's backlog is queued first, so a shared queue would clog
         for _ in range(30):
             await acct.call(
@@ -54,23 +54,6 @@ async def test_a_black_hole_does_not_delay_a_healthy_endpoint(harness: HarnessFa
     assert bodies == ["parcel_status_changed"] * 10
 
 
-async def _shop(acct: Account, url: str, name: str) -> int:
-    """A Shopify integration whose webhook points at `url`."""
-    r = await acct.call(
-        "POST",
-        "/api/v2/integrations",
-        {
-            "integration": {
-                "shop_name": name,
-                "system": "shopify",
-                "webhook_active": True,
-                "webhook_url": url,
-            }
-        },
-    )
-    return int(r.json()["integration"]["id"])
-
-
 async def _delivered(h: object, account_id: int, integration_id: int, n: int) -> bool:
     service = h.service  # type: ignore[attr-defined]
     done = await service.list_deliveries(
@@ -85,7 +68,7 @@ async def test_a_lease_expiring_mid_flight_never_sends_twice(harness: HarnessFac
     acct = await h.account()
     async with HostileReceiver() as rx:
         rx.route("/slow", Mode.hang())
-        shop_id = await _shop(acct, rx.url("/slow"), "slow")
+        shop_id = await acct.shop(rx.url("/slow"), name="slow")
         await acct.call(
             "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop_id}}
         )
@@ -124,7 +107,7 @@ async def test_a_timing_out_endpoint_is_probed_one_request_at_a_time(
     acct = await h.account()
     async with HostileReceiver() as rx:
         rx.route("/hole", Mode.hang())
-        ids = {path: await _shop(acct, rx.url(path), path) for path in ("/hole", "/ok")}
+        ids = {path: await acct.shop(rx.url(path), name=path) for path in ("/hole", "/ok")}
         for _ in range(40):
             await acct.call(
                 "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": ids["/hole"]}}

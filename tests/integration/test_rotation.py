@@ -133,21 +133,7 @@ async def test_a_changed_signature_key_signs_the_next_attempt(
     acct = await h.account()
     async with HostileReceiver() as rx:
         rx.route("/flaky", Mode.status(500), Mode.status(500), Mode.ok())
-        r = await acct.call(
-            "POST",
-            "/api/v2/integrations",
-            {
-                "integration": {
-                    "shop_name": "Shop",
-                    "system": "shopify",
-                    "webhook_active": True,
-                    "webhook_url": rx.url("/flaky"),
-                    "webhook_signature_key": KEY_1,
-                }
-            },
-        )
-        assert r.status_code == 201
-        shop = int(r.json()["integration"]["id"])
+        shop = await acct.shop(rx.url("/flaky"), webhook_signature_key=KEY_1)
         await new_parcel(acct, integration_id=shop)
         (first,) = await rx.wait_for_requests(1)
         assert sendcloud_signed_with(KEY_1, first)

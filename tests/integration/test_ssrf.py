@@ -196,23 +196,6 @@ async def test_internal_targets_are_refused_when_saved(harness: HarnessFactory) 
         assert r.status_code == 201, (url, r.text)
 
 
-async def _shop(acct: Account, url: str) -> int:
-    r = await acct.call(
-        "POST",
-        "/api/v2/integrations",
-        {
-            "integration": {
-                "shop_name": "Shop",
-                "system": "shopify",
-                "webhook_active": True,
-                "webhook_url": url,
-            }
-        },
-    )
-    assert r.status_code == 201, r.text
-    return int(r.json()["integration"]["id"])
-
-
 async def _only_attempt(h: Harness, acct: Account, shop_id: int) -> Any:
     async def settled() -> bool:
         found = await h.service.list_deliveries(acct.account_id, integration_id=shop_id)
@@ -236,8 +219,8 @@ async def test_dns_rebinding_is_refused_at_connect_time(harness: HarnessFactory)
                 "mixed.parcelhook.test": ["93.184.216.34", "10.1.2.3"],
             },
         )
-        rebound = await _shop(acct, f"http://{REBOUND}:{rx.port}/hook")
-        mixed = await _shop(acct, f"http://mixed.parcelhook.test:{rx.port}/hook")
+        rebound = await acct.shop(f"http://{REBOUND}:{rx.port}/hook")
+        mixed = await acct.shop(f"http://mixed.parcelhook.test:{rx.port}/hook")
         for shop_id in (rebound, mixed):
             r = await acct.call(
                 "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop_id}}
@@ -272,7 +255,7 @@ async def test_the_same_name_is_delivered_when_private_targets_are_allowed(
     acct = await h.account()
     async with HostileReceiver() as rx:
         await use_resolver(h, {REBOUND: ["127.0.0.1"]})
-        shop_id = await _shop(acct, f"http://{REBOUND}:{rx.port}/hook")
+        shop_id = await acct.shop(f"http://{REBOUND}:{rx.port}/hook")
         r = await acct.call(
             "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop_id}}
         )
@@ -290,9 +273,9 @@ async def test_targets_saved_under_a_looser_policy_are_refused_at_connect_time(
     loose = await harness(dispatcher=False)
     acct = await loose.account()
     async with HostileReceiver() as rx:
-        literal = await _shop(acct, rx.url("/hook"))
-        mapped = await _shop(acct, f"http://[::ffff:127.0.0.1]:{rx.port}/hook")
-        named = await _shop(acct, f"http://localhost:{rx.port}/hook")
+        literal = await acct.shop(rx.url("/hook"))
+        mapped = await acct.shop(f"http://[::ffff:127.0.0.1]:{rx.port}/hook")
+        named = await acct.shop(f"http://localhost:{rx.port}/hook")
         for shop_id in (literal, mapped, named):
             r = await acct.call(
                 "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop_id}}

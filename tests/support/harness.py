@@ -86,6 +86,21 @@ class Account:
     async def call(self, method: str, path: str, json: Any = None, **kw: Any) -> httpx.Response:
         return await self.client.request(method, path, json=json, **kw)
 
+    async def shop(
+        self, url: str, *, system: str = "shopify", name: str = "My shop", **settings: Any
+    ) -> int:
+        """A shop integration with webhook feedback on, pointed at `url`; its id."""
+        integration = {
+            "shop_name": name,
+            "system": system,
+            "webhook_active": True,
+            "webhook_url": url,
+            **settings,
+        }
+        r = await self.call("POST", "/api/v2/integrations", {"integration": integration})
+        assert r.status_code == 201, r.text
+        return int(r.json()["integration"]["id"])
+
 
 class Harness:
     """One running parcelhook: runtime + HTTP API served on 127.0.0.1."""
