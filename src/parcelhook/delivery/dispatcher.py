@@ -247,7 +247,8 @@ class Dispatcher:
                     while lane.workers < min(lane.limit, len(lane.queue)):
                         lane.workers += 1
                         self._spawn(self._lane_worker(integration_id, lane))
-                self._limits[integration_id] = lane.limit
+                if self._limits.get(integration_id) != lane.limit:
+                    self._limits[integration_id] = lane.limit
                 # append after the await: the writer swaps the list while we send
                 self._outcomes.append(outcome)
                 self._outcome_ready.set()
@@ -260,7 +261,15 @@ class Dispatcher:
         integration = self._integrations[c.integration_id]
         at = self.clock.now_ms()
         if not integration.receives_webhooks:
-            return Outcome(c.id, c.integration_id, Verdict.FAILED, at, None, note=WEBHOOK_OFF)
+            return Outcome(
+                c.id,
+                c.integration_id,
+                Verdict.FAILED,
+                at,
+                None,
+                note=WEBHOOK_OFF,
+                lease=self._leases[c.id],
+            )
         assert integration.webhook_url is not None
         headers = signing.webhook_headers(
             body=c.body,
@@ -285,7 +294,16 @@ class Dispatcher:
         note = GONE if decision.verdict is Verdict.GONE else None
         if decision.verdict is Verdict.GONE:
             log.warning("integration %s answered 410 Gone; webhook turned off", c.integration_id)
-        return Outcome(c.id, c.integration_id, decision.verdict, at, result, next_ms, note)
+        return Outcome(
+            c.id,
+            c.integration_id,
+            decision.verdict,
+            at,
+            result,
+            next_ms,
+            note,
+            lease=self._leases[c.id],
+        )
 
     async def _write_outcomes(self) -> None:
         """Group commit: everything that finished while the last write ran goes in the next."""
@@ -300,7 +318,13 @@ class Dispatcher:
             while True:
                 try:
                     async with self._db_turn:
-                        batch = [replace(o, lease=self._leases[o.delivery_id]) for o in outcomes]
+                        # a delivery re-claimed while in flight is settled under its new lease
+                        batch = [
+                            o
+                            if o.lease == self._leases[o.delivery_id]
+                            else replace(o, lease=self._leases[o.delivery_id])
+                            for o in outcomes
+                        ]
                         await self.store.record_outcomes(batch)
                         for o in batch:
                             del self._leases[o.delivery_id]

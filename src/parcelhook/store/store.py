@@ -203,29 +203,31 @@ class Store:
         if not outcomes:
             return
         d, i = s.deliveries, s.integrations
-        attempt_rows = [
-            {
-                "delivery_id": o.delivery_id,
-                "at_ms": o.at_ms,
-                "duration_ms": o.result.duration_ms,
-                "status_code": o.result.status_code,
-                "error": o.result.error,
-                "response_excerpt": o.result.response_excerpt,
-            }
+        # one tuple per row, in the column order of _ATTEMPT_KEYS / _STATE_KEYS; each engine
+        # turns them into what its driver takes (dicts for executemany, arrays for unnest)
+        attempts = [
+            (
+                o.delivery_id,
+                o.at_ms,
+                o.result.duration_ms,
+                o.result.status_code,
+                o.result.error,
+                o.result.response_excerpt,
+            )
             for o in outcomes
             if o.result is not None
         ]
-        state_rows = [
-            {
-                "b_id": o.delivery_id,
-                "b_owner": o.lease,
-                "b_status": _STATUS_OF[o.verdict],
-                "b_inc": 0 if o.result is None else 1,
-                "b_next": o.next_attempt_ms if o.verdict is Verdict.RETRY else o.at_ms,
-                "b_code": o.result.status_code if o.result else None,
-                "b_error": o.note or (o.result.error if o.result else None),
-                "b_now": o.at_ms,
-            }
+        states = [
+            (
+                o.delivery_id,
+                o.lease,
+                _STATUS_OF[o.verdict],
+                0 if o.result is None else 1,
+                o.next_attempt_ms if o.verdict is Verdict.RETRY else o.at_ms,
+                o.result.status_code if o.result else None,
+                o.note or (o.result.error if o.result else None),
+                o.at_ms,
+            )
             for o in outcomes
         ]
         now = max(o.at_ms for o in outcomes)
@@ -237,8 +239,15 @@ class Store:
         } - ok
         gone = {o.integration_id for o in outcomes if o.verdict is Verdict.GONE}
         if not self.is_sqlite:
-            await self._record_outcomes_pg(attempt_rows, state_rows, ok, bad, gone, now)
+            columns = [list(c) for c in zip(*states, strict=True)]
+            columns += [list(c) for c in zip(*attempts, strict=True)] or [[]] * 6
+            async with self.engine.connect() as conn:
+                await (await postgres.driver(conn)).execute(
+                    postgres.OUTCOMES_SQL, *columns, list(ok), list(bad), now, list(gone)
+                )
             return
+        attempt_rows = [dict(zip(_ATTEMPT_KEYS, a, strict=True)) for a in attempts]
+        state_rows = [dict(zip(_STATE_KEYS, st, strict=True)) for st in states]
         async with self.transaction() as tx:
             c = tx.conn
             if attempt_rows:
@@ -275,49 +284,6 @@ class Store:
                     .where(i.c.id.in_(gone), i.c.webhook_active.is_(True))
                     .values(webhook_active=False, last_updated_ms=now)
                 )
-
-    async def _record_outcomes_pg(
-        self,
-        attempt_rows: list[dict[str, Any]],
-        state_rows: list[dict[str, Any]],
-        ok: set[int],
-        bad: set[int],
-        gone: set[int],
-        now: int,
-    ) -> None:
-        """The same writes as one statement: columns go in as arrays."""
-
-        def column(rows: list[dict[str, Any]], key: str) -> list[Any]:
-            return [r[key] for r in rows]
-
-        states = [
-            column(state_rows, k)
-            for k in (
-                "b_id",
-                "b_owner",
-                "b_status",
-                "b_inc",
-                "b_next",
-                "b_code",
-                "b_error",
-                "b_now",
-            )
-        ]
-        attempts = [
-            column(attempt_rows, k)
-            for k in (
-                "delivery_id",
-                "at_ms",
-                "duration_ms",
-                "status_code",
-                "error",
-                "response_excerpt",
-            )
-        ]
-        async with self.engine.connect() as conn:
-            await (await postgres.driver(conn)).execute(
-                postgres.OUTCOMES_SQL, *states, *attempts, list(ok), list(bad), now, list(gone)
-            )
 
     async def next_due_ms(self) -> int | None:
         d = s.deliveries
@@ -404,6 +370,15 @@ class Store:
         )
 
 
+_ATTEMPT_KEYS = (
+    "delivery_id",
+    "at_ms",
+    "duration_ms",
+    "status_code",
+    "error",
+    "response_excerpt",
+)
+_STATE_KEYS = ("b_id", "b_owner", "b_status", "b_inc", "b_next", "b_code", "b_error", "b_now")
 _STATUS_OF = {
     Verdict.DELIVERED: dl.DELIVERED,
     Verdict.RETRY: dl.PENDING,
