@@ -24,7 +24,9 @@ class Runtime:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        box = SecretBox(load_master_key(settings.master_key, settings.key_file))
+        # loaded once: the store's encryption and the panel's session signing derive from it
+        self.master_key = load_master_key(settings.master_key, settings.key_file)
+        box = SecretBox(self.master_key)
         self.store = Store.open(settings.database_url, box)
         # the Test button's sender is separate so a test never waits behind deliveries
         self.test_sender = Sender(

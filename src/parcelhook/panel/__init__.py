@@ -12,7 +12,6 @@ from parcelhook.panel.sessions import SessionCodec, signing_secret
 from parcelhook.panel.throttle import SignInThrottle
 from parcelhook.panel.web import Panel, install_error_pages
 from parcelhook.runtime import Runtime
-from parcelhook.store.crypto import load_master_key
 
 __all__ = ["install_panel"]
 
@@ -20,10 +19,9 @@ __all__ = ["install_panel"]
 def install_panel(app: FastAPI, runtime: Runtime) -> None:
     """Mount the panel's pages and its static files (`/static`) on `app`."""
     settings = runtime.settings
-    master_key = load_master_key(settings.master_key, settings.key_file)
     app.state.panel = Panel(
         runtime.service,
-        SessionCodec(signing_secret(master_key)),
+        SessionCodec(signing_secret(runtime.master_key)),
         SignInThrottle(runtime.clock.now_ms),
         secure_cookies=settings.secure_cookies,
     )

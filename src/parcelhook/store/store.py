@@ -497,12 +497,6 @@ class Tx:
             update(a).where(a.c.id == account_id).values(password_hash=password_hash)
         )
 
-    async def account_email(self, account_id: int) -> str | None:
-        a = s.accounts
-        return (await self.conn.execute(select(a.c.email).where(a.c.id == account_id))).scalar()
-
-    # -- integrations -----------------------------------------------------------------
-
     async def create_integration(
         self, account_id: int, changes: IntegrationChanges, now_ms: int
     ) -> Integration:
@@ -622,14 +616,6 @@ class Tx:
                 public_key="deleted-" + secrets.token_hex(12),
             )
         )
-
-    async def touch_fetch(self, integration_id: int, now_ms: int) -> None:
-        i = s.integrations
-        await self.conn.execute(
-            update(i).where(i.c.id == integration_id).values(last_fetch_ms=now_ms)
-        )
-
-    # -- parcels ----------------------------------------------------------------------
 
     async def create_parcel(
         self, account_id: int, integration_id: int, new: NewParcel, now_ms: int, status_id: int
