@@ -6,12 +6,26 @@ test modules import the helpers in `tests/support` (`from support.hostile_receiv
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from support.harness import HarnessFactory, drop_pg_database, make_pg_database, pg_reachable
+
+# production runs on uvloop, whose transports differ from asyncio's in small ways: the
+# HTTP client's own tests run on both loops
+BOTH_LOOPS = ("test_wire.py", "test_sender.py")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    if item.path.name in BOTH_LOOPS:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,8 +2,10 @@
 
 `Sender.send` never raises for a network problem; every failure comes back as an
 `AttemptResult` whose `error` says what went wrong in plain words. The SSRF guard is
-enforced at connect time (resolver and socket factory), so DNS rebinding and IP
-literals in any spelling are caught on every new connection, not just when saving.
+enforced at connect time (the resolver checks every address a name resolves to, and IP
+literals are checked before connecting), so DNS rebinding and IP literals in any
+spelling are caught on every new connection, not just when saving. The HTTP itself is
+in `wire`.
 """
 
 from __future__ import annotations
@@ -14,30 +16,22 @@ import errno
 import ipaddress
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from parcelhook import __version__
+from parcelhook.delivery import wire
 from parcelhook.domain.retry import AttemptResult
 from parcelhook.domain.targets import IPAddress, forbidden_reason, parse_host_ip
 
-READ_LIMIT = 64 * 1024
-EXCERPT_LIMIT = 1024
 DEFAULT_USER_AGENT = f"parcelhook/{__version__}"
 SAVE_TIME_DNS_TIMEOUT = 5.0
-
-# CPython leaked TLS transports that were aborted mid-shutdown until 3.12.8 / 3.13.1
-# (python/cpython#118960); a hostile endpoint could exploit that, so have aiohttp reap them.
-_REAP_ABORTED_TLS = sys.version_info < (3, 12, 8) or (3, 13, 0) <= sys.version_info < (3, 13, 1)
 
 _ERRNO_WORDS = {
     errno.ECONNREFUSED: "connection refused",
@@ -84,19 +78,15 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def _guarded_socket(addr_info: tuple[Any, ...]) -> socket.socket:
-    # The last gate: aiohttp hands IP-literal hosts straight to connect() without
-    # asking the resolver, so every address is checked here once more.
-    family, type_, proto, _, sockaddr = addr_info
-    ip = _numeric_ip(sockaddr[0])
+def _check_literal(ip: IPAddress) -> None:
+    # IP-literal hosts never reach the resolver, so the guard checks them here
     reason = forbidden_reason(ip)
     if reason is not None:
         raise TargetRefused(_refusal(ip, reason))
-    return socket.socket(family=family, type=type_, proto=proto)
 
 
 class Sender:
-    """POSTs webhook bodies over one shared keep-alive connection pool."""
+    """POSTs webhook bodies over one shared pool of kept-alive connections."""
 
     def __init__(
         self,
@@ -114,52 +104,53 @@ class Sender:
         self.max_connections = max_connections
         self._user_agent = user_agent
         self._resolver = resolver
-        self._client_timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_words = f"timed out after {timeout:g} s"
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: wire.Pool | None = None
+        # requests (so connections) at once across all endpoints; 0: no cap
+        self._slots = asyncio.Semaphore(max_connections) if max_connections else None
         self._owned_resolver: AbstractResolver | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
-    def _open(self) -> aiohttp.ClientSession:
-        # Synchronous on purpose: concurrent first calls cannot create two sessions.
+    def _open(self) -> wire.Pool:
+        # Synchronous on purpose: concurrent first calls cannot create two pools.
         if self._closed:
             raise RuntimeError("this Sender is closed")
         inner = self._resolver or DefaultResolver()
-        resolver = inner if self.allow_private else GuardedResolver(inner)
-        # the connector never closes a resolver it was given, so we close ours
-        self._owned_resolver = resolver if self._resolver is None else None
-        connector = aiohttp.TCPConnector(
-            limit=self.max_connections,
-            resolver=resolver,
-            socket_factory=None if self.allow_private else _guarded_socket,
-            enable_cleanup_closed=_REAP_ABORTED_TLS,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._client_timeout,
-            headers={"User-Agent": self._user_agent},
-            # no compression: the body is only glanced at, and a gzip bomb stays a small read
-            skip_auto_headers=("Accept", "Accept-Encoding"),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
-            # proxies from the environment would make the SSRF guard check the proxy, not the target
-            trust_env=False,
-        )
-        return self._session
+        # the pool never closes a resolver it was given, so we close ours
+        self._owned_resolver = inner if self._resolver is None else None
+        if self.allow_private:
+            self._pool = wire.Pool(inner)
+        else:
+            self._pool = wire.Pool(GuardedResolver(inner), check_ip=_check_literal)
+        self._sweeper = asyncio.create_task(self._sweep(self._pool))
+        return self._pool
+
+    @staticmethod
+    async def _sweep(pool: wire.Pool) -> None:
+        while True:
+            await asyncio.sleep(wire.KEEPALIVE_S)
+            pool.sweep()
+
+    @property
+    def connections_opened(self) -> int:
+        return 0 if self._pool is None else self._pool.opened
 
     async def start(self) -> None:
         """Open the connection pool now rather than on the first send."""
-        if self._session is None:
+        if self._pool is None:
             self._open()
 
     async def close(self) -> None:
         """Close every pooled connection; the sender cannot be used afterwards."""
         self._closed = True
-        session, self._session = self._session, None
+        pool, self._pool = self._pool, None
         resolver, self._owned_resolver = self._owned_resolver, None
-        if session is not None:
-            await session.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if pool is not None:
+            pool.close()
         if resolver is not None:
             await resolver.close()
 
@@ -179,88 +170,69 @@ class Sender:
         """POST `body` to `url` once; never raises for network problems."""
         if not self.allow_http and url[:7].lower() == "http://":
             return AttemptResult(None, 0, error="plain http:// targets are not allowed")
-        session = self._session or self._open()
+        pool = self._pool or self._open()
         started = time.perf_counter()
-        status: int | None = None
         try:
-            async with session.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                status = response.status
-                head = await _read_head(response)
-                retry_after = response.headers.get("Retry-After")
-        except TimeoutError:
-            error = self._timeout_words
-            if status is not None:
+            target = pool.target(url)
+        except wire.InvalidURL as exc:
+            return AttemptResult(None, 0, error=str(exc))
+        if "User-Agent" not in headers:
+            headers = {"User-Agent": self._user_agent, **headers}
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        try:
+            if self._slots is None:
+                answer = await pool.post(target, body, headers, deadline)
+            else:
+                # only the wait for a slot is bounded here: the exchange keeps its own
+                # deadline, which knows whether the answer had begun
+                async with asyncio.timeout_at(deadline):
+                    await self._slots.acquire()
+                try:
+                    answer = await pool.post(target, body, headers, deadline)
+                finally:
+                    self._slots.release()
+        except wire.ExchangeError as exc:
+            error = self._describe(exc.cause, target.host)
+            if exc.status is not None:
                 error += " while reading the response"
-            return AttemptResult(status, _elapsed_ms(started), error=error)
-        except (aiohttp.ClientError, OSError) as exc:
-            error = _describe(exc, url)
-            if status is not None:
-                error += " while reading the response"
-            return AttemptResult(status, _elapsed_ms(started), error=error)
+            elif isinstance(exc.cause, wire.Closed):
+                error += " without a response"
+            return AttemptResult(exc.status, _elapsed_ms(started), error=error)
+        except (OSError, TimeoutError, ValueError) as exc:
+            return AttemptResult(None, _elapsed_ms(started), error=self._describe(exc, target.host))
+        retry_after = answer.retry_after
         return AttemptResult(
-            status,
+            answer.status,
             _elapsed_ms(started),
-            response_excerpt=head.decode("utf-8", errors="replace"),
+            response_excerpt=answer.excerpt.decode("utf-8", errors="replace"),
             retry_after=parse_retry_after(retry_after) if retry_after is not None else None,
         )
 
-
-async def _read_head(response: aiohttp.ClientResponse) -> bytes:
-    """Read at most READ_LIMIT bytes of the body; return the first EXCERPT_LIMIT of them."""
-    content = response.content
-    head = b""
-    size = 0
-    while size < READ_LIMIT and not content.at_eof():
-        chunk = await content.read(READ_LIMIT - size)
-        if not chunk:
-            break
-        if len(head) < EXCERPT_LIMIT:
-            head += chunk[: EXCERPT_LIMIT - len(head)]
-        size += len(chunk)
-    if not content.at_eof():
-        # the rest stays unread, so this connection must not go back to the pool
-        response.close()
-    return head
+    def _describe(self, exc: BaseException, host: str) -> str:
+        """Plain words for a failed attempt; never includes headers or the body."""
+        if isinstance(exc, wire.TimedOut | TimeoutError):
+            return self._timeout_words
+        if isinstance(exc, wire.InvalidResponse):
+            return "invalid HTTP response from endpoint"
+        if isinstance(exc, wire.Closed):
+            return "connection closed by endpoint"
+        if isinstance(exc, TargetRefused):
+            return str(exc)
+        if isinstance(exc, socket.gaierror):
+            return f"could not resolve host {host}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"TLS handshake failed: certificate verify failed ({exc.verify_message})"
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS handshake failed: {_ssl_reason(exc)}"
+        if isinstance(exc, OSError):
+            return _os_words(exc)
+        if isinstance(exc, ValueError):
+            return f"request could not be built: {exc}"
+        return f"request failed: {type(exc).__name__}"
 
 
 def _elapsed_ms(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
-
-
-def _describe(exc: BaseException, url: str) -> str:
-    """Plain words for a failed attempt; never includes headers or the body."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cert_error = exc.certificate_error
-        reason = getattr(cert_error, "verify_message", None) or str(cert_error)
-        return f"TLS handshake failed: certificate verify failed ({reason})"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
-        return f"TLS handshake failed: {_ssl_reason(exc)}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, TargetRefused):
-            return str(exc.os_error)
-        if isinstance(exc, aiohttp.ClientConnectorDNSError):
-            return f"could not resolve host {exc.host}"
-        if isinstance(exc.os_error, ssl.SSLError):
-            return f"TLS handshake failed: {_ssl_reason(exc.os_error)}"
-        return _os_words(exc.os_error)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        # aiohttp only keeps the underlying socket error in the message text
-        if "ConnectionResetError" in str(exc):
-            return "connection reset by peer"
-        return "connection closed before the response was complete"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "connection closed by endpoint without a response"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return "invalid HTTP response from endpoint"
-    if isinstance(exc, aiohttp.NonHttpUrlClientError):
-        return "only http:// and https:// URLs can receive webhooks"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return f"invalid URL: {_host_of(url) or url[:100]}"
-    if isinstance(exc, OSError):
-        return _os_words(exc)
-    return f"request failed: {type(exc).__name__}"
 
 
 def _os_words(exc: OSError) -> str:
@@ -270,12 +242,10 @@ def _os_words(exc: OSError) -> str:
     return (exc.strerror or str(exc) or type(exc).__name__).lower()
 
 
-def _ssl_reason(exc: OSError) -> str:
-    source = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
-    reason = getattr(source, "reason", None)
-    if isinstance(reason, str) and reason:
-        return reason.lower().replace("_", " ")
-    return str(source) or type(source).__name__
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc.reason, str) and exc.reason:
+        return exc.reason.lower().replace("_", " ")
+    return str(exc) or type(exc).__name__
 
 
 def _host_of(url: str) -> str | None:
