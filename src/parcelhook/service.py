@@ -371,7 +371,8 @@ class Service:
             if current.status == dl.PENDING:
                 raise Conflict("This delivery is still pending.", field="status")
             await tx.redeliver(account_id, now, delivery_id=delivery_id, status=None)
-        return await self.get_delivery(account_id, delivery_id)
+            # as committed: read after the commit, a fast dispatcher may already have sent it
+            return await tx.delivery(account_id, delivery_id)
 
     async def redeliver_many(
         self,

@@ -107,6 +107,12 @@ FROM o WHERE d.id = o.id AND d.lease_owner = o.lease
 """
 
 
+RELEASE_SQL = """
+UPDATE deliveries SET next_attempt_ms = $1, lease_owner = NULL
+WHERE id = ANY($2::bigint[]) AND lease_owner = ANY($3::text[]) AND status = 'pending'
+"""
+
+
 async def driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under a pooled SQLAlchemy one (no transaction is opened)."""
     raw = await conn.get_raw_connection()

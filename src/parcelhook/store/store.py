@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, text, update
+import aiosqlite
+from sqlalchemy import Row, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -26,7 +27,7 @@ from parcelhook.domain.integrations import Integration, IntegrationChanges
 from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
 from parcelhook.domain.retry import Verdict
 from parcelhook.domain.signing import new_webhook_secret
-from parcelhook.store import migrations, postgres
+from parcelhook.store import migrations, postgres, sqlite
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 
@@ -49,6 +50,9 @@ class Store:
         # SQLite has one writer: queue writers here rather than in its busy handler
         self._write_lock = asyncio.Lock()
         self._on_enqueue: list[Callable[[], None]] = []
+        # SQLite: the dispatcher's own connection (store/sqlite.py), opened on first use
+        self._hot: aiosqlite.Connection | None = None
+        self._hot_opening = asyncio.Lock()
 
     @classmethod
     def open(cls, url: str, box: SecretBox, *, pool_size: int = 10) -> Store:
@@ -61,10 +65,8 @@ class Store:
             @event.listens_for(engine.sync_engine, "connect")
             def _pragmas(dbapi_conn: Any, _record: Any) -> None:
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA busy_timeout=10000")
-                cur.execute("PRAGMA foreign_keys=ON")
+                for pragma in sqlite.PRAGMAS:
+                    cur.execute(pragma)
                 cur.close()
         else:
             engine = create_async_engine(
@@ -73,7 +75,20 @@ class Store:
         return cls(engine, box)
 
     async def close(self) -> None:
+        hot, self._hot = self._hot, None
+        if hot is not None:
+            await hot.close()
         await self.engine.dispose()
+
+    async def _hot_conn(self) -> aiosqlite.Connection:
+        if self._hot is None:
+            async with self._hot_opening:
+                if self._hot is None:
+                    database = self.engine.url.database
+                    if not database or database == ":memory:":
+                        raise ValueError("an in-memory SQLite database cannot be shared")
+                    self._hot = await sqlite.connect(database)
+        return self._hot
 
     async def migrate(self, now_ms: int) -> list[int]:
         """Bring the schema up to date; concurrent starters wait for each other."""
@@ -142,56 +157,41 @@ class Store:
                     lease,
                 )
             return [_claimed(r, lease) for r in rows]
-        d = s.deliveries
-        due = (
-            select(d.c.id)
-            .where(d.c.status == dl.PENDING, d.c.next_attempt_ms <= now_ms)
-            .order_by(d.c.next_attempt_ms)
-            .limit(limit)
-        )
-        if skip_integrations:
-            due = due.where(d.c.integration_id.not_in(list(skip_integrations)))
-        stmt = (
-            update(d)
-            .where(d.c.id.in_(due.scalar_subquery()))
-            .values(next_attempt_ms=now_ms + lease_ms, lease_owner=lease)
-            .returning(d.c.id)
-        )
-        async with self.transaction() as tx:
-            ids = [r[0] for r in await tx.conn.execute(stmt)]
-            if not ids:
-                return []
-            rows = await tx.conn.execute(
-                select(
-                    d.c.id,
-                    d.c.event_id,
-                    d.c.integration_id,
-                    d.c.attempt_count,
-                    d.c.schedule_base,
-                    s.events.c.body,
-                    s.integrations.c.last_updated_ms,
-                )
-                .join(s.events, s.events.c.id == d.c.event_id)
-                .join(s.integrations, s.integrations.c.id == d.c.integration_id)
-                .where(d.c.id.in_(ids))
-                .order_by(d.c.next_attempt_ms, d.c.id)
+        async with self._write_lock:
+            hot = await self._hot_conn()
+            rows = await hot.execute_fetchall(
+                sqlite.CLAIM_SQL,
+                (now_ms + lease_ms, lease, now_ms, sqlite.json_list(skip_integrations), limit),
             )
-            return [_claimed(r._mapping, lease) for r in rows]
+        return [
+            Claimed(
+                id=r[0],
+                event_id=r[1],
+                integration_id=r[2],
+                attempt_count=r[3],
+                schedule_base=r[4],
+                body=(r[5] or "").encode("ascii"),
+                integration_version=r[6],
+                lease=lease,
+            )
+            for r in sorted(rows)
+        ]
 
     async def release(self, leases: Sequence[str], ids: Sequence[int], due_ms: int) -> None:
         """Give leased deliveries back untouched (e.g. their endpoint's lane is full)."""
         if not ids:
             return
-        d = s.deliveries
-        async with self.transaction() as tx:
-            await tx.conn.execute(
-                update(d)
-                .where(
-                    d.c.id.in_(list(ids)),
-                    d.c.lease_owner.in_(list(set(leases))),
-                    d.c.status == dl.PENDING,
+        if not self.is_sqlite:
+            async with self.engine.connect() as conn:
+                await (await postgres.driver(conn)).execute(
+                    postgres.RELEASE_SQL, due_ms, list(ids), list(set(leases))
                 )
-                .values(next_attempt_ms=due_ms, lease_owner=None)
+            return
+        async with self._write_lock:
+            hot = await self._hot_conn()
+            await hot.execute(
+                sqlite.RELEASE_SQL,
+                (due_ms, sqlite.json_list(ids), sqlite.json_list(set(leases))),
             )
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
@@ -202,9 +202,8 @@ class Store:
         """
         if not outcomes:
             return
-        d, i = s.deliveries, s.integrations
-        # one tuple per row, in the column order of _ATTEMPT_KEYS / _STATE_KEYS; each engine
-        # turns them into what its driver takes (dicts for executemany, arrays for unnest)
+        # one tuple per row, in the column order the engines' SQL expects: rows for
+        # SQLite's executemany, columns (unnest arrays) for PostgreSQL
         attempts = [
             (
                 o.delivery_id,
@@ -246,46 +245,30 @@ class Store:
                     postgres.OUTCOMES_SQL, *columns, list(ok), list(bad), now, list(gone)
                 )
             return
-        attempt_rows = [dict(zip(_ATTEMPT_KEYS, a, strict=True)) for a in attempts]
-        state_rows = [dict(zip(_STATE_KEYS, st, strict=True)) for st in states]
-        async with self.transaction() as tx:
-            c = tx.conn
-            if attempt_rows:
-                await c.execute(insert(s.attempts), attempt_rows)
-            await c.execute(
-                update(d)
-                .where(d.c.id == bindparam("b_id"), d.c.lease_owner == bindparam("b_owner"))
-                .values(
-                    status=bindparam("b_status"),
-                    attempt_count=d.c.attempt_count + bindparam("b_inc"),
-                    next_attempt_ms=bindparam("b_next"),
-                    lease_owner=None,
-                    last_status_code=bindparam("b_code"),
-                    last_error=bindparam("b_error"),
-                    updated_ms=bindparam("b_now"),
-                ),
-                state_rows,
-            )
-            if ok:
-                await c.execute(
-                    update(i)
-                    .where(i.c.id.in_(ok), i.c.failing_since_ms.is_not(None))
-                    .values(failing_since_ms=None)
-                )
-            if bad:
-                await c.execute(
-                    update(i)
-                    .where(i.c.id.in_(bad), i.c.failing_since_ms.is_(None))
-                    .values(failing_since_ms=now)
-                )
-            if gone:
-                await c.execute(
-                    update(i)
-                    .where(i.c.id.in_(gone), i.c.webhook_active.is_(True))
-                    .values(webhook_active=False, last_updated_ms=now)
-                )
+        async with self._write_lock:
+            hot = await self._hot_conn()
+            if hot.in_transaction:
+                await hot.execute("ROLLBACK")  # left open by a cancelled write
+            await hot.execute("BEGIN IMMEDIATE")
+            try:
+                if attempts:
+                    await hot.executemany(sqlite.ATTEMPTS_SQL, attempts)
+                await hot.executemany(sqlite.STATES_SQL, states)
+                if ok or bad or gone:
+                    await hot.execute(
+                        sqlite.HEALTH_SQL,
+                        (sqlite.json_list(ok), sqlite.json_list(bad), sqlite.json_list(gone), now),
+                    )
+                await hot.execute("COMMIT")
+            except Exception:
+                await hot.execute("ROLLBACK")
+                raise
 
     async def next_due_ms(self) -> int | None:
+        if self.is_sqlite:
+            hot = await self._hot_conn()
+            [(due,)] = await hot.execute_fetchall(sqlite.NEXT_DUE_SQL)
+            return None if due is None else int(due)
         d = s.deliveries
         async with self.reading() as r:
             due = (
@@ -370,15 +353,6 @@ class Store:
         )
 
 
-_ATTEMPT_KEYS = (
-    "delivery_id",
-    "at_ms",
-    "duration_ms",
-    "status_code",
-    "error",
-    "response_excerpt",
-)
-_STATE_KEYS = ("b_id", "b_owner", "b_status", "b_inc", "b_next", "b_code", "b_error", "b_now")
 _STATUS_OF = {
     Verdict.DELIVERED: dl.DELIVERED,
     Verdict.RETRY: dl.PENDING,

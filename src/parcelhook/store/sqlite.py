@@ -1,0 +1,88 @@
+"""What only SQLite does: the dispatcher's statements on one aiosqlite connection of its own.
+
+Why not through SQLAlchemy: every statement there is several hand-offs to aiosqlite's
+thread (cursor, execute, fetch, close, the pool's reset) plus compiling an IN-list whose
+length changes with every batch. Here each statement is one hand-off with fixed SQL text,
+so sqlite3 prepares it once: a claim is one statement, an outcome batch five.
+Lists are passed as JSON arrays (`json_each`), which keeps the SQL text fixed too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import aiosqlite
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+)
+
+# ?1 lease end, ?2 lease token, ?3 now, ?4 integrations to leave out (JSON), ?5 limit
+CLAIM_SQL = """
+UPDATE deliveries SET next_attempt_ms = ?1, lease_owner = ?2
+WHERE id IN (
+    SELECT id FROM deliveries
+    WHERE status = 'pending' AND next_attempt_ms <= ?3
+      AND integration_id NOT IN (SELECT value FROM json_each(?4))
+    ORDER BY next_attempt_ms
+    LIMIT ?5
+)
+RETURNING id, event_id, integration_id, attempt_count, schedule_base,
+    (SELECT body FROM events WHERE events.id = deliveries.event_id),
+    (SELECT last_updated_ms FROM integrations WHERE integrations.id = deliveries.integration_id)
+"""
+
+# ?1 due, ?2 ids (JSON), ?3 leases (JSON)
+RELEASE_SQL = """
+UPDATE deliveries SET next_attempt_ms = ?1, lease_owner = NULL
+WHERE id IN (SELECT value FROM json_each(?2))
+  AND lease_owner IN (SELECT value FROM json_each(?3))
+  AND status = 'pending'
+"""
+
+ATTEMPTS_SQL = """
+INSERT INTO attempts (delivery_id, at_ms, duration_ms, status_code, error, response_excerpt)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+
+# the parameters in the order of Store.record_outcomes' state tuples
+STATES_SQL = """
+UPDATE deliveries SET
+    status = ?3, attempt_count = attempt_count + ?4, next_attempt_ms = ?5, lease_owner = NULL,
+    last_status_code = ?6, last_error = ?7, updated_ms = ?8
+WHERE id = ?1 AND lease_owner = ?2
+"""
+
+# as OUTCOMES_SQL's health step on PostgreSQL: ?1 succeeded, ?2 failed, ?3 answered 410
+# (JSON arrays), ?4 now; only rows where something changes are written
+HEALTH_SQL = """
+UPDATE integrations SET
+    failing_since_ms = CASE WHEN id IN (SELECT value FROM json_each(?1)) THEN NULL
+                            ELSE COALESCE(failing_since_ms, ?4) END,
+    webhook_active = webhook_active AND id NOT IN (SELECT value FROM json_each(?3)),
+    last_updated_ms = CASE WHEN id IN (SELECT value FROM json_each(?3)) AND webhook_active
+                           THEN ?4 ELSE last_updated_ms END
+WHERE (id IN (SELECT value FROM json_each(?1)) AND failing_since_ms IS NOT NULL)
+   OR (id IN (SELECT value FROM json_each(?2)) AND failing_since_ms IS NULL)
+   OR (id IN (SELECT value FROM json_each(?3)) AND webhook_active)
+"""
+
+NEXT_DUE_SQL = "SELECT min(next_attempt_ms) FROM deliveries WHERE status = 'pending'"
+
+
+async def connect(path: str) -> aiosqlite.Connection:
+    # autocommit (isolation_level None): a single statement commits by itself, and
+    # multi-statement writes say BEGIN IMMEDIATE themselves
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in PRAGMAS:
+        await conn.execute(pragma)
+    return conn
+
+
+def json_list(values: Iterable[Any]) -> str:
+    return json.dumps(list(values))
