@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -14,7 +17,7 @@ from parcelhook.domain import events as ev
 from parcelhook.domain.deliveries import Outcome
 from parcelhook.domain.integrations import Integration, IntegrationChanges
 from parcelhook.domain.retry import AttemptResult, Verdict
-from parcelhook.store import Store
+from parcelhook.store import Store, sqlite
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 
@@ -226,3 +229,26 @@ async def test_prune_drops_old_settled_payloads_in_batches(store: Store) -> None
     assert await _count(store, s.attempts) == 1  # the failed one's attempt stays
     assert await _count(store, s.events) == 1
     assert await _count(store, s.deliveries) == 1
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        sqlite.CLAIM_SQL,
+        sqlite.RELEASE_SQL,
+        sqlite.STATES_SQL,
+        sqlite.HEALTH_SQL,
+        sqlite.NEXT_DUE_SQL,
+    ],
+)
+async def test_sqlite_hot_statements_never_scan_a_table(tmp_path: Path, sql: str) -> None:
+    # a scan would make every claim or outcome cost more as the tables grow
+    st = Store.open(f"sqlite:///{tmp_path / 'plan.db'}", SecretBox(Fernet.generate_key()))
+    await st.migrate(NOW)
+    await st.close()
+    with sqlite3.connect(tmp_path / "plan.db") as conn:
+        numbered = [int(n) for n in re.findall(r"\?(\d)", sql)]
+        params = [1] * (max(numbered) if numbered else sql.count("?"))
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    scans = [step for step in plan if step.startswith("SCAN") and "json_each" not in step]
+    assert scans == [], plan

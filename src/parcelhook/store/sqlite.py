@@ -33,7 +33,8 @@ WHERE id IN (
     LIMIT ?5
 )
 RETURNING id, event_id, integration_id, attempt_count, schedule_base,
-    (SELECT body FROM events WHERE events.id = deliveries.event_id),
+    -- the CAST gives the RETURNING column an affinity again; without it SQLite scans events
+    (SELECT body FROM events WHERE events.id = CAST(deliveries.event_id AS TEXT)),
     (SELECT last_updated_ms FROM integrations WHERE integrations.id = deliveries.integration_id)
 """
 
