@@ -40,6 +40,10 @@ class DispatcherConfig:
     batch_size: int = 512
     # how many requests one endpoint may have in flight; a slow endpoint fills only this
     lane_concurrency: int = 16
+    # ...but a lane this process has not seen answer yet starts at this many, doubling on
+    # each success: an endpoint that never answers holds few deliveries and connections
+    # here, and has few to give back when its first timeouts shrink its lane
+    lane_start: int = 4
     # deliveries one lane may hold waiting; beyond it they go back to the queue for later
     lane_backlog: int = 256
     # ...and at most this many per request it may have in flight: a delivery then waits at
@@ -53,13 +57,15 @@ class DispatcherConfig:
 
 
 class _Lane:
-    __slots__ = ("limit", "queue", "workers")
+    __slots__ = ("asked", "limit", "queue", "workers")
 
     def __init__(self, limit: int) -> None:
         self.queue: deque[Claimed] = deque()
         self.workers = 0
         # concurrency now: 1 after a timeout or connection failure, doubling on success
         self.limit = limit
+        # it woke the claimer for more since its last refill
+        self.asked = False
 
 
 class Dispatcher:
@@ -95,6 +101,9 @@ class Dispatcher:
         self._claims = 0
         self._limits: dict[int, int] = {}  # integration id → lane limit, across lanes
         self._capacity = asyncio.Event()
+        # (lease, delivery id) shed by shrunken lanes, given back by one task at a time
+        self._to_release: list[tuple[str, int]] = []
+        self._releasing = False
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0  # a counter for metrics and benchmarks
@@ -158,15 +167,28 @@ class Dispatcher:
 
     async def _claim_batch(self) -> tuple[int, int, bool]:
         now = self.clock.now_ms()
-        # a lane that is full now is not claimed for: its deliveries wait in the table,
-        # where another worker may take them, rather than in this process's memory
-        full = tuple(i for i, lane in self._lanes.items() if len(lane.queue) >= self._room(lane))
+        # each endpoint is claimed for only as far as its lane has room: the rest of its
+        # deliveries wait in the table, where another worker may take them, rather than in
+        # this process's memory (and a full lane is not claimed for at all)
+        room = {i: self._room_of(limit) for i, limit in self._limits.items()}
+        for i, held in self._lanes.items():
+            room[i] = max(0, self._room(held) - len(held.queue))
+        default_room = self._room_of(self._start_limit)
         limit = min(self.config.batch_size, self.config.max_in_flight - self._in_flight)
         self._claims += 1
         lease = f"{self.owner}#{self._claims}"
-        claimed = await self.store.claim_due(lease, now, self.config.lease_ms, limit, full)
+        claimed = await self.store.claim_due(
+            lease, now, self.config.lease_ms, limit, room, default_room
+        )
+        # an endpoint claimed up to its room may have more due: do not spin on it
+        per: dict[int, int] = {}
+        for c in claimed:
+            per[c.integration_id] = per.get(c.integration_id, 0) + 1
+        capped = any(r == 0 or per.get(i, 0) >= r for i, r in room.items()) or any(
+            n >= default_room for i, n in per.items() if i not in room
+        )
         if not claimed:
-            return 0, limit, bool(full)
+            return 0, limit, capped
         await self._refresh_integrations(claimed)
         give_back: list[int] = []
         for c in claimed:
@@ -178,7 +200,7 @@ class Dispatcher:
             lane = self._lanes.get(c.integration_id)
             if lane is None:
                 lane = self._lanes[c.integration_id] = _Lane(
-                    self._limits.get(c.integration_id, self.config.lane_concurrency)
+                    self._limits.get(c.integration_id, self._start_limit)
                 )
             if len(lane.queue) >= self._room(lane):
                 give_back.append(c.id)
@@ -186,12 +208,13 @@ class Dispatcher:
             self._in_flight += 1
             self._leases[c.id] = lease
             lane.queue.append(c)
+            lane.asked = False
             if lane.workers < lane.limit:
                 lane.workers += 1
                 self._spawn(self._lane_worker(c.integration_id, lane))
         if give_back:
             await self.store.release([lease], give_back, now)
-        return len(claimed), limit, bool(full or give_back)
+        return len(claimed), limit, bool(capped or give_back)
 
     def _shed(self, lane: _Lane) -> None:
         """Give back what a shrunken lane can no longer send within its deliveries' leases."""
@@ -202,19 +225,42 @@ class Dispatcher:
         leases = [self._leases.pop(c.id) for c in shed]
         self._in_flight -= len(shed)
         self._capacity.set()
-        self._spawn(self._release(leases, [c.id for c in shed]))
+        self._to_release.extend(zip(leases, (c.id for c in shed), strict=True))
+        if not self._releasing:
+            self._releasing = True
+            self._spawn(self._release())
 
-    async def _release(self, leases: list[str], ids: list[int]) -> None:
+    async def _release(self) -> None:
+        """Give back what lanes shed, one statement at a time for everything shed meanwhile
+        (lanes shrink together when an endpoint's requests time out together).
+
+        Not in a _db_turn: these deliveries left _leases already and the release is fenced
+        by their lease tokens, so it cannot race a claim or an outcome write; and a lane
+        shed at a timeout must not hold up the claims of healthy endpoints."""
         try:
-            async with self._db_turn:
-                await self.store.release(leases, ids, self.clock.now_ms())
-        except Exception:
-            # nothing is lost: their leases expire and they are claimed again
-            log.exception("could not give back %d deliveries", len(ids))
+            while self._to_release:
+                batch, self._to_release = self._to_release, []
+                try:
+                    await self.store.release(
+                        [lease for lease, _ in batch], [i for _, i in batch], self.clock.now_ms()
+                    )
+                except Exception:
+                    # nothing is lost: their leases expire and they are claimed again
+                    log.exception("could not give back %d deliveries", len(batch))
+        finally:
+            self._releasing = False
+
+    @property
+    def _start_limit(self) -> int:
+        return min(self.config.lane_start, self.config.lane_concurrency)
 
     def _room(self, lane: _Lane) -> int:
         """How many deliveries `lane` may hold waiting."""
-        return min(self.config.lane_backlog, self.config.lane_backlog_per_slot * lane.limit)
+        return self._room_of(lane.limit)
+
+    def _room_of(self, limit: int) -> int:
+        """How many deliveries a lane of concurrency `limit` may hold waiting."""
+        return min(self.config.lane_backlog, self.config.lane_backlog_per_slot * limit)
 
     async def _refresh_integrations(self, claimed: list[Claimed]) -> None:
         stale = {
@@ -234,7 +280,8 @@ class Dispatcher:
     async def _lane_worker(self, integration_id: int, lane: _Lane) -> None:
         try:
             while lane.queue and not self._stopping and lane.workers <= lane.limit:
-                if len(lane.queue) == self._room(lane) // 2:
+                if not lane.asked and len(lane.queue) <= self._room(lane) // 2:
+                    lane.asked = True
                     self._wake.set()  # room again: claim for this lane without waiting
                 c = lane.queue.popleft()
                 outcome = await self._deliver(c)

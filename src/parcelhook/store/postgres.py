@@ -53,20 +53,59 @@ class DeliveryListener:
             await asyncio.sleep(1)
 
 
-# The dispatcher's two hot statements, one round trip each, autocommitted. The SQL text is
+# The dispatcher's hot statements, one round trip each, autocommitted. The SQL text is
 # fixed (arrays instead of IN-lists), so asyncpg prepares each once per connection.
 
 CLAIM_SQL = """
-WITH due AS (
-    SELECT id FROM deliveries
-    WHERE status = 'pending' AND next_attempt_ms <= $1
-      AND NOT (integration_id = ANY($4::bigint[]))
-    ORDER BY next_attempt_ms
+WITH RECURSIVE ints(iid, first_ms) AS (
+    -- each integration with pending deliveries and its earliest next_attempt_ms, one probe
+    -- of deliveries_pending_integration each (a loose index scan): however long one
+    -- integration's backlog, the claim does not walk it
+    (SELECT integration_id, next_attempt_ms FROM deliveries WHERE status = 'pending'
+     ORDER BY integration_id, next_attempt_ms LIMIT 1)
+    UNION ALL
+    SELECT n.integration_id, n.next_attempt_ms FROM ints CROSS JOIN LATERAL (
+        SELECT integration_id, next_attempt_ms FROM deliveries
+        WHERE status = 'pending' AND integration_id > ints.iid
+        ORDER BY integration_id, next_attempt_ms LIMIT 1
+    ) AS n
+), room AS (
+    -- those with something due, and how many each may take: its lane's room ($4 → $6,
+    -- else $7; 0 leaves it out)
+    SELECT ints.iid, LEAST(COALESCE(r.room, $7), $3) AS room
+    FROM ints LEFT JOIN unnest($4::bigint[], $6::int[]) AS r(iid, room) ON r.iid = ints.iid
+    WHERE ints.first_ms <= $1
+), quota AS (
+    -- the oldest due deliveries over all integrations, each within its room: how many of
+    -- each integration's to take
+    SELECT iid, count(*) AS n FROM (
+        SELECT room.iid, o.next_attempt_ms
+        FROM room CROSS JOIN LATERAL (
+            SELECT next_attempt_ms FROM deliveries
+            WHERE integration_id = room.iid AND status = 'pending' AND next_attempt_ms <= $1
+            ORDER BY next_attempt_ms
+            LIMIT room.room
+        ) AS o
+        WHERE room.room > 0
+        ORDER BY o.next_attempt_ms
+        LIMIT $3
+    ) AS oldest
+    GROUP BY iid
+), due AS (
+    -- lock that many of each, oldest first, skipping what another worker holds
+    SELECT x.id FROM quota CROSS JOIN LATERAL (
+        SELECT id FROM deliveries
+        WHERE integration_id = quota.iid AND status = 'pending' AND next_attempt_ms <= $1
+        ORDER BY next_attempt_ms
+        LIMIT quota.n
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+    -- no-op (the quotas add up to at most $3), but it bounds the planner's estimate, which
+    -- otherwise multiplies default guesses into a cost that turns on JIT compilation
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
 ), leased AS (
     UPDATE deliveries AS d SET next_attempt_ms = $2, lease_owner = $5
-    FROM due WHERE d.id = due.id
+    WHERE d.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING d.id, d.event_id, d.integration_id, d.attempt_count, d.schedule_base
 )
 SELECT l.id, l.event_id, l.integration_id, l.attempt_count, l.schedule_base,
@@ -110,6 +149,22 @@ FROM o WHERE d.id = o.id AND d.lease_owner = o.lease
 RELEASE_SQL = """
 UPDATE deliveries SET next_attempt_ms = $1, lease_owner = NULL
 WHERE id = ANY($2::bigint[]) AND lease_owner = ANY($3::text[]) AND status = 'pending'
+"""
+
+
+# the earliest next_attempt_ms of a pending delivery: each integration's, one probe of
+# deliveries_pending_integration each (a loose index scan)
+NEXT_DUE_SQL = """
+WITH RECURSIVE ints(iid) AS (
+    SELECT min(integration_id) FROM deliveries WHERE status = 'pending'
+    UNION ALL
+    SELECT (SELECT min(integration_id) FROM deliveries
+            WHERE status = 'pending' AND integration_id > ints.iid)
+    FROM ints WHERE ints.iid IS NOT NULL
+)
+SELECT min((SELECT min(next_attempt_ms) FROM deliveries
+            WHERE status = 'pending' AND integration_id = ints.iid))
+FROM ints WHERE ints.iid IS NOT NULL
 """
 
 

@@ -140,12 +140,23 @@ deliveries = Table(
     Column("last_error", Text),
     Column("created_ms", Ms, nullable=False),
     Column("updated_ms", Ms, nullable=False),
+    # PostgreSQL's claim goes in here: which integrations have pending deliveries, and each
+    # one's oldest, one index probe each, however long another integration's backlog is.
+    # (It replaced an index on next_attempt_ms alone, which claims walked through the due
+    # backlogs of endpoints whose lanes were full.)
     Index(
-        "deliveries_due",
+        "deliveries_pending_integration",
+        "integration_id",
         "next_attempt_ms",
         sqlite_where=text("status = 'pending'"),
         postgresql_where=text("status = 'pending'"),
     ),
+    # SQLite's one dispatcher claims in time order, a bounded read (store/sqlite.py)
+    Index(
+        "deliveries_due",
+        "next_attempt_ms",
+        sqlite_where=text("status = 'pending'"),
+    ).ddl_if(dialect="sqlite"),
     Index("deliveries_integration", "integration_id", "id"),
     # pruning walks settled deliveries by age without scanning the table
     Index(

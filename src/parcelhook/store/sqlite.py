@@ -22,13 +22,28 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 
-# ?1 lease end, ?2 lease token, ?3 now, ?4 integrations to leave out (JSON), ?5 limit
+# a claim reads at most this many times its batch of due deliveries in time order, then
+# keeps those within their lane's room: its cost is bounded whatever the backlog
+CLAIM_SCAN_FACTOR = 4
+
+# ?1 lease end, ?2 lease token, ?3 now, ?4 integrations to leave out (JSON array),
+# ?5 limit, ?6 room by integration id (JSON object), ?7 room of any other, ?8 rows to read
 CLAIM_SQL = """
 UPDATE deliveries SET next_attempt_ms = ?1, lease_owner = ?2
 WHERE id IN (
-    SELECT id FROM deliveries
-    WHERE status = 'pending' AND next_attempt_ms <= ?3
-      AND integration_id NOT IN (SELECT value FROM json_each(?4))
+    SELECT id FROM (
+        SELECT id, next_attempt_ms,
+            row_number() OVER (PARTITION BY integration_id ORDER BY next_attempt_ms, id) AS n,
+            coalesce(json_extract(?6, '$."' || integration_id || '"'), ?7) AS room
+        FROM (
+            SELECT id, integration_id, next_attempt_ms FROM deliveries
+            WHERE status = 'pending' AND next_attempt_ms <= ?3
+              AND integration_id NOT IN (SELECT value FROM json_each(?4))
+            ORDER BY next_attempt_ms
+            LIMIT ?8
+        )
+    )
+    WHERE n <= room
     ORDER BY next_attempt_ms
     LIMIT ?5
 )
@@ -87,3 +102,7 @@ async def connect(path: str) -> aiosqlite.Connection:
 
 def json_list(values: Iterable[Any]) -> str:
     return json.dumps(list(values))
+
+
+def json_object(values: dict[str, int]) -> str:
+    return json.dumps(values)

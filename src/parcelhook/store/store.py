@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import Row, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import Row, and_, delete, insert, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -143,9 +143,14 @@ class Store:
         now_ms: int,
         lease_ms: int,
         limit: int,
-        skip_integrations: Sequence[int] = (),
+        room: Mapping[int, int] | None = None,
+        default_room: int | None = None,
     ) -> list[Claimed]:
-        """Lease up to `limit` due deliveries. The lease is the pushed-back `next_attempt_ms`."""
+        """Lease up to `limit` due deliveries, oldest first, but at most `room[i]` of
+        integration i (`default_room` for one not in `room`; 0 leaves it out). The lease is
+        the pushed-back `next_attempt_ms`."""
+        room = room or {}
+        default = limit if default_room is None else default_room
         if not self.is_sqlite:
             async with self.engine.connect() as conn:
                 rows = await (await postgres.driver(conn)).fetch(
@@ -153,15 +158,28 @@ class Store:
                     now_ms,
                     now_ms + lease_ms,
                     limit,
-                    list(skip_integrations),
+                    list(room),
                     lease,
+                    list(room.values()),
+                    default,
                 )
             return [_claimed(r, lease) for r in rows]
+        full = [i for i, r in room.items() if r <= 0]
+        rooms = sqlite.json_object({str(i): r for i, r in room.items() if r > 0})
         async with self._write_lock:
             hot = await self._hot_conn()
             rows = await hot.execute_fetchall(
                 sqlite.CLAIM_SQL,
-                (now_ms + lease_ms, lease, now_ms, sqlite.json_list(skip_integrations), limit),
+                (
+                    now_ms + lease_ms,
+                    lease,
+                    now_ms,
+                    sqlite.json_list(full),
+                    limit,
+                    rooms,
+                    default,
+                    limit * sqlite.CLAIM_SCAN_FACTOR,
+                ),
             )
         return [
             Claimed(
@@ -268,15 +286,10 @@ class Store:
         if self.is_sqlite:
             hot = await self._hot_conn()
             [(due,)] = await hot.execute_fetchall(sqlite.NEXT_DUE_SQL)
-            return None if due is None else int(due)
-        d = s.deliveries
-        async with self.reading() as r:
-            due = (
-                await r.conn.execute(
-                    select(func.min(d.c.next_attempt_ms)).where(d.c.status == dl.PENDING)
-                )
-            ).scalar()
-            return None if due is None else int(due)
+        else:
+            async with self.engine.connect() as conn:
+                due = await (await postgres.driver(conn)).fetchval(postgres.NEXT_DUE_SQL)
+        return None if due is None else int(due)
 
     async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
         async with self.reading() as r:
