@@ -101,7 +101,7 @@ WITH RECURSIVE ints(iid, first_ms) AS (
         FOR UPDATE SKIP LOCKED
     ) AS x
     -- no-op (the quotas add up to at most $3), but it bounds the planner's estimate, which
-    -- otherwise multiplies default guesses into a cost that turns on JIT compilation
+    -- otherwise multiplies default guesses into a huge cost (Store.open turns JIT off too)
     LIMIT $3
 ), leased AS (
     UPDATE deliveries AS d SET next_attempt_ms = $2, lease_owner = $5
