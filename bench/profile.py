@@ -17,7 +17,7 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("outcome writing (record_outcomes)", r"record_outcomes"),
     ("claiming (claim_due, next_due_ms, release)", r"claim_due|next_due_ms|release \("),
     ("integration refresh", r"integrations_by_id|_refresh_integrations"),
-    ("HTTP send (aiohttp client)", r"sender\.py|aiohttp/client"),
+    ("HTTP send (wire.py; aiohttp in the bare client)", r"sender\.py|wire\.py|aiohttp/client"),
     ("enqueueing (bench side)", r"enqueue"),
 )
 
