@@ -258,10 +258,9 @@ async def test_sqlite_hot_statements_never_scan_a_table(tmp_path: Path, sql: str
     assert scans == [], plan
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_postgresql_connections_never_jit_compile(store: Store) -> None:
     # with a large backlog the claim's estimated cost crossed jit_above_cost, and compiling
     # took four times as long as running it
-    if store.is_sqlite:
-        pytest.skip("PostgreSQL only")
     async with store.reading() as r:
         assert (await r.conn.exec_driver_sql("SHOW jit")).scalar() == "off"
