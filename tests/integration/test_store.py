@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import events as ev
-from parcelhook.domain.deliveries import Outcome
+from parcelhook.domain.deliveries import Claimed, Outcome
 from parcelhook.domain.integrations import Integration, IntegrationChanges
 from parcelhook.domain.retry import AttemptResult, Verdict
 from parcelhook.store import Store, sqlite
@@ -264,3 +264,45 @@ async def test_postgresql_connections_never_jit_compile(store: Store) -> None:
     # took four times as long as running it
     async with store.reading() as r:
         assert (await r.conn.exec_driver_sql("SHOW jit")).scalar() == "off"
+
+
+async def test_claims_take_each_integration_only_up_to_its_room_oldest_first(
+    store: Store,
+) -> None:
+    async with store.transaction() as tx:
+        account = await tx.create_account("rooms@example.com", "hash", NOW)
+        shops = [
+            await tx.create_integration(
+                account,
+                IntegrationChanges(
+                    shop_name=name,
+                    system="api",
+                    webhook_active=True,
+                    webhook_url=f"https://example.com/{name}",
+                ),
+                NOW,
+            )
+            for name in ("a", "b", "c")
+        ]
+    # a's deliveries are the oldest, c's the newest
+    for age, shop in zip((3000, 2000, 1000), shops, strict=True):
+        events = [
+            ev.make_event(account, ev.integration_changed("integration_updated", shop, NOW + i))
+            for i in range(5)
+        ]
+        async with store.transaction() as tx:
+            await tx.enqueue_many([(e, [shop]) for e in events], NOW - age)
+    a, b, c = (shop.id for shop in shops)
+
+    def per_shop(claimed: list[Claimed]) -> dict[int, int]:
+        return {i: n for i in (a, b, c) if (n := sum(x.integration_id == i for x in claimed))}
+
+    # a lane's room caps its integration, 0 leaves it out, any other gets the default room
+    first = await store.claim_due("w#1", NOW, LEASE, 100, {a: 2, b: 0}, 3)
+    assert per_shop(first) == {a: 2, c: 3}
+    # with room to spare, the oldest come first across integrations
+    second = await store.claim_due("w#2", NOW, LEASE, 4, {}, 10)
+    assert per_shop(second) == {a: 3, b: 1}
+    rest = await store.claim_due("w#3", NOW, LEASE, 100, {}, 100)
+    assert per_shop(rest) == {b: 4, c: 2}
+    assert len({x.id for x in first + second + rest}) == 15
