@@ -10,6 +10,7 @@ Lists are passed as JSON arrays (`json_each`), which keeps the SQL text fixed to
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,8 +50,9 @@ WHERE id IN (
 )
 RETURNING id, event_id, integration_id, attempt_count, schedule_base,
     -- the CAST gives the RETURNING column an affinity again; without it SQLite scans events
-    (SELECT body FROM events WHERE events.id = CAST(deliveries.event_id AS TEXT)),
+    (SELECT body FROM events WHERE events.id = CAST(deliveries.event_id AS TEXT)) AS body,
     (SELECT last_updated_ms FROM integrations WHERE integrations.id = deliveries.integration_id)
+        AS last_updated_ms
 """
 
 # ?1 due, ?2 ids (JSON), ?3 leases (JSON)
@@ -95,14 +97,12 @@ async def connect(path: str) -> aiosqlite.Connection:
     # autocommit (isolation_level None): a single statement commits by itself, and
     # multi-statement writes say BEGIN IMMEDIATE themselves
     conn = await aiosqlite.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row  # claimed rows read by name, as asyncpg's are
     for pragma in PRAGMAS:
         await conn.execute(pragma)
     return conn
 
 
-def json_list(values: Iterable[Any]) -> str:
-    return json.dumps(list(values))
-
-
-def json_object(values: dict[str, int]) -> str:
-    return json.dumps(values)
+def as_json(values: Iterable[Any] | dict[str, Any]) -> str:
+    """A JSON array (any iterable) or object, as the statements' json_each/json_extract take."""
+    return json.dumps(values if isinstance(values, dict) else list(values))

@@ -97,6 +97,24 @@ class Store:
                     self._hot = await sqlite.connect(database)
         return self._hot
 
+    @asynccontextmanager
+    async def _hot_write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """SQLite: the dispatcher's connection, for writes, in this process's write turn."""
+        async with self._write_lock:
+            hot = await self._hot_conn()
+            if hot.in_transaction:
+                # left open by a write cancelled halfway: a statement run inside it would
+                # never commit
+                await hot.execute("ROLLBACK")
+            yield hot
+
+    @asynccontextmanager
+    async def _pg(self) -> AsyncIterator[Any]:
+        """PostgreSQL: a pooled connection's asyncpg connection, for one autocommitted
+        statement of the dispatcher's."""
+        async with self.engine.connect() as conn:
+            yield await postgres.driver(conn)
+
     async def migrate(self, now_ms: int) -> list[int]:
         """Bring the schema up to date; concurrent starters wait for each other."""
         async with self.transaction() as tx:
@@ -159,8 +177,8 @@ class Store:
         room = room or {}
         default = limit if default_room is None else default_room
         if not self.is_sqlite:
-            async with self.engine.connect() as conn:
-                rows = await (await postgres.driver(conn)).fetch(
+            async with self._pg() as pg:
+                rows = await pg.fetch(
                     postgres.CLAIM_SQL,
                     now_ms,
                     now_ms + lease_ms,
@@ -172,51 +190,35 @@ class Store:
                 )
             return [_claimed(r, lease) for r in rows]
         full = [i for i, r in room.items() if r <= 0]
-        rooms = sqlite.json_object({str(i): r for i, r in room.items() if r > 0})
-        async with self._write_lock:
-            hot = await self._hot_conn()
+        rooms = {str(i): r for i, r in room.items() if r > 0}
+        async with self._hot_write() as hot:
             rows = await hot.execute_fetchall(
                 sqlite.CLAIM_SQL,
                 (
                     now_ms + lease_ms,
                     lease,
                     now_ms,
-                    sqlite.json_list(full),
+                    sqlite.as_json(full),
                     limit,
-                    rooms,
+                    sqlite.as_json(rooms),
                     default,
                     limit * sqlite.CLAIM_SCAN_FACTOR,
                 ),
             )
-        return [
-            Claimed(
-                id=r[0],
-                event_id=r[1],
-                integration_id=r[2],
-                attempt_count=r[3],
-                schedule_base=r[4],
-                body=(r[5] or "").encode("ascii"),
-                integration_version=r[6],
-                lease=lease,
-            )
-            for r in sorted(rows)
-        ]
+        # RETURNING has no order; PostgreSQL's claim returns them by id too
+        return [_claimed(r, lease) for r in sorted(rows, key=lambda r: r["id"])]
 
     async def release(self, leases: Sequence[str], ids: Sequence[int], due_ms: int) -> None:
         """Give leased deliveries back untouched (e.g. their endpoint's lane is full)."""
         if not ids:
             return
         if not self.is_sqlite:
-            async with self.engine.connect() as conn:
-                await (await postgres.driver(conn)).execute(
-                    postgres.RELEASE_SQL, due_ms, list(ids), list(set(leases))
-                )
+            async with self._pg() as pg:
+                await pg.execute(postgres.RELEASE_SQL, due_ms, list(ids), list(set(leases)))
             return
-        async with self._write_lock:
-            hot = await self._hot_conn()
+        async with self._hot_write() as hot:
             await hot.execute(
-                sqlite.RELEASE_SQL,
-                (due_ms, sqlite.json_list(ids), sqlite.json_list(set(leases))),
+                sqlite.RELEASE_SQL, (due_ms, sqlite.as_json(ids), sqlite.as_json(set(leases)))
             )
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
@@ -265,15 +267,12 @@ class Store:
         if not self.is_sqlite:
             columns = [list(c) for c in zip(*states, strict=True)]
             columns += [list(c) for c in zip(*attempts, strict=True)] or [[]] * 6
-            async with self.engine.connect() as conn:
-                await (await postgres.driver(conn)).execute(
+            async with self._pg() as pg:
+                await pg.execute(
                     postgres.OUTCOMES_SQL, *columns, list(ok), list(bad), now, list(gone)
                 )
             return
-        async with self._write_lock:
-            hot = await self._hot_conn()
-            if hot.in_transaction:
-                await hot.execute("ROLLBACK")  # left open by a cancelled write
+        async with self._hot_write() as hot:
             await hot.execute("BEGIN IMMEDIATE")
             try:
                 if attempts:
@@ -282,7 +281,7 @@ class Store:
                 if ok or bad or gone:
                     await hot.execute(
                         sqlite.HEALTH_SQL,
-                        (sqlite.json_list(ok), sqlite.json_list(bad), sqlite.json_list(gone), now),
+                        (sqlite.as_json(ok), sqlite.as_json(bad), sqlite.as_json(gone), now),
                     )
                 await hot.execute("COMMIT")
             except Exception:
@@ -294,8 +293,8 @@ class Store:
             hot = await self._hot_conn()
             [(due,)] = await hot.execute_fetchall(sqlite.NEXT_DUE_SQL)
         else:
-            async with self.engine.connect() as conn:
-                due = await (await postgres.driver(conn)).fetchval(postgres.NEXT_DUE_SQL)
+            async with self._pg() as pg:
+                due = await pg.fetchval(postgres.NEXT_DUE_SQL)
         return None if due is None else int(due)
 
     async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
@@ -381,8 +380,8 @@ _STATUS_OF = {
 }
 
 
-def _claimed(r: Mapping[Any, Any], lease: str) -> Claimed:
-    """A claimed row, from SQLAlchemy (`row._mapping`) or asyncpg alike."""
+def _claimed(r: Any, lease: str) -> Claimed:
+    """A claimed row, from asyncpg (`Record`) or sqlite3 (`Row`) alike."""
     return Claimed(
         id=r["id"],
         event_id=r["event_id"],
