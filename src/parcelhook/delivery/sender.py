@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import errno
-import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
-from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -53,10 +51,6 @@ def _refusal(ip: IPAddress, reason: str, host: str | None = None) -> str:
     return f"refused by SSRF guard: {host} resolves to {reason} address {ip}"
 
 
-def _numeric_ip(text: str) -> IPAddress:
-    return ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id
-
-
 class GuardedResolver(AbstractResolver):
     """Wraps a resolver and refuses names that resolve to any forbidden address."""
 
@@ -68,7 +62,9 @@ class GuardedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         for result in results:
-            ip = _numeric_ip(result["host"])
+            ip = wire.ip_literal(result["host"])
+            if ip is None:
+                raise TargetRefused(f"refused by SSRF guard: {host} resolves to no IP address")
             reason = forbidden_reason(ip)
             if reason is not None:
                 raise TargetRefused(_refusal(ip, reason, host))
@@ -97,13 +93,18 @@ class Sender:
         user_agent: str = DEFAULT_USER_AGENT,
         max_connections: int = 1000,
         resolver: AbstractResolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`ssl_context`: whom https endpoints must prove they are (default: the system's
+        CAs); `clock`: monotonic seconds, for connections' idle times."""
         self.timeout = timeout
         self.allow_private = allow_private
         self.allow_http = allow_http
-        self.max_connections = max_connections
         self._user_agent = user_agent
         self._resolver = resolver
+        self._ssl_context = ssl_context
+        self._clock = clock
         self._timeout_words = f"timed out after {timeout:g} s"
         self._pool: wire.Pool | None = None
         # requests (so connections) at once across all endpoints; 0: no cap
@@ -119,10 +120,12 @@ class Sender:
         inner = self._resolver or DefaultResolver()
         # the pool never closes a resolver it was given, so we close ours
         self._owned_resolver = inner if self._resolver is None else None
-        if self.allow_private:
-            self._pool = wire.Pool(inner)
-        else:
-            self._pool = wire.Pool(GuardedResolver(inner), check_ip=_check_literal)
+        self._pool = wire.Pool(
+            inner if self.allow_private else GuardedResolver(inner),
+            check_ip=None if self.allow_private else _check_literal,
+            clock=self._clock,
+            ssl_context=self._ssl_context,
+        )
         self._sweeper = asyncio.create_task(self._sweep(self._pool))
         return self._pool
 
@@ -131,10 +134,6 @@ class Sender:
         while True:
             await asyncio.sleep(wire.KEEPALIVE_S)
             pool.sweep()
-
-    @property
-    def connections_opened(self) -> int:
-        return 0 if self._pool is None else self._pool.opened
 
     async def start(self) -> None:
         """Open the connection pool now rather than on the first send."""
@@ -248,13 +247,6 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _host_of(url: str) -> str | None:
-    try:
-        return urlsplit(url).hostname
-    except ValueError:
-        return None
-
-
 def parse_retry_after(value: str) -> float | None:
     """Seconds from now that a `Retry-After` value (delta-seconds or HTTP-date) asks for."""
     value = value.strip()
@@ -276,7 +268,7 @@ async def check_target_resolves(url: str, *, allow_private: bool) -> str | None:
     """
     if allow_private:
         return None
-    host = _host_of(url)
+    host = wire.host_of(url)
     if not host:
         return None
     literal = parse_host_ip(host)
@@ -291,8 +283,8 @@ async def check_target_resolves(url: str, *, allow_private: bool) -> str | None:
     except (OSError, UnicodeError):
         return None
     for *_, sockaddr in infos:
-        ip = _numeric_ip(str(sockaddr[0]))
-        reason = forbidden_reason(ip)
+        ip = wire.ip_literal(str(sockaddr[0]))
+        reason = forbidden_reason(ip) if ip is not None else None
         if reason is not None:
             return f"The webhook URL's host {host} resolves to {reason} address {ip}."
     return None

@@ -112,18 +112,23 @@ def parse_target(url: str) -> Target:
     return Target((scheme, host, port), host, port, tls, head)
 
 
-def _ip_literal(host: str) -> IPAddress | None:
+def ip_literal(text: str) -> IPAddress | None:
+    """The address `text` spells in canonical form (an IPv6 zone id dropped), else None."""
     try:
-        return ipaddress.ip_address(host.split("%", 1)[0])  # only canonical spellings
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def host_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
     except ValueError:
         return None
 
 
 def _host_hint(url: str) -> str:
-    try:
-        return urlsplit(url).hostname or url[:100]
-    except ValueError:
-        return url[:100]
+    return host_of(url) or url[:100]
 
 
 @dataclass(slots=True)
@@ -277,6 +282,11 @@ class Connection(asyncio.Protocol):
         self._finish(self._answer())
 
 
+def _fresh(conn: Connection, now: float) -> bool:
+    """Whether an idle connection may still be used."""
+    return not conn.closed and now - conn.idle_since < KEEPALIVE_S
+
+
 # how a connection the server dropped while idle fails when it is used again
 _STALE_SIGNS = (Closed, ConnectionResetError, BrokenPipeError)
 
@@ -290,6 +300,7 @@ class Pool:
         *,
         check_ip: Callable[[IPAddress], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._resolver = resolver
         # called with each IP literal before connecting; raises to refuse it
@@ -298,8 +309,7 @@ class Pool:
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
         self._all: set[Connection] = set()
         self._targets: dict[str, Target] = {}
-        self._ssl: ssl.SSLContext | None = None
-        self.opened = 0  # connections opened, for tests and metrics
+        self._ssl = ssl_context
 
     def target(self, url: str) -> Target:
         target = self._targets.get(url)
@@ -359,7 +369,7 @@ class Pool:
         now = self._clock()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < KEEPALIVE_S:
+            if _fresh(conn, now):
                 return conn
             self._drop(conn)
         return None
@@ -370,7 +380,7 @@ class Pool:
 
     async def _connect(self, target: Target) -> Connection:
         loop = asyncio.get_running_loop()
-        literal = _ip_literal(target.host)
+        literal = ip_literal(target.host)
         if literal is not None:
             if self._check_ip is not None:
                 self._check_ip(literal)
@@ -396,7 +406,6 @@ class Pool:
             except OSError as exc:
                 last = exc
                 continue
-            self.opened += 1
             self._all.add(conn)
             return conn
         raise last
@@ -410,9 +419,11 @@ class Pool:
         """Close connections idle longer than the keep-alive time."""
         now = self._clock()
         for key, idle in list(self._idle.items()):
-            keep = [c for c in idle if not c.closed and now - c.idle_since < KEEPALIVE_S]
+            keep = []
             for conn in idle:
-                if conn not in keep:
+                if _fresh(conn, now):
+                    keep.append(conn)
+                else:
                     self._drop(conn)
             if keep:
                 self._idle[key] = keep
