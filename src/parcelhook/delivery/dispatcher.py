@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import socket
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
@@ -181,10 +181,8 @@ class Dispatcher:
             lease, now, self.config.lease_ms, limit, room, default_room
         )
         # an endpoint claimed up to its room may have more due: do not spin on it
-        per: dict[int, int] = {}
-        for c in claimed:
-            per[c.integration_id] = per.get(c.integration_id, 0) + 1
-        capped = any(r == 0 or per.get(i, 0) >= r for i, r in room.items()) or any(
+        per = Counter(c.integration_id for c in claimed)
+        capped = any(r == 0 or per[i] >= r for i, r in room.items()) or any(
             n >= default_room for i, n in per.items() if i not in room
         )
         if not claimed:
