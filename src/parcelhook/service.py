@@ -188,14 +188,10 @@ class Service:
     async def _emit_integration(
         self, tx: Tx, action: str, integration: Integration, now: int
     ) -> None:
-        others = [
-            i for i in await tx.integrations(integration.account_id) if i.id != integration.id
-        ]
-        recipients = ev.recipients(action, account_integrations=[integration, *others])
         event = ev.make_event(
             integration.account_id, ev.integration_changed(action, integration, now)
         )
-        await tx.enqueue(event, recipients, now)
+        await tx.enqueue(event, ev.recipients(action, integration), now)
 
     async def test_webhook(
         self, account_id: int, integration_id: int, data: Any = None
@@ -328,9 +324,7 @@ class Service:
             refund = await tx.create_refund(parcel, reason.strip(), parcel.price, now)
             owner = await tx.integration_by_id(parcel.integration_id)
             event = ev.make_event(account_id, ev.refund_requested(refund, parcel, now))
-            await tx.enqueue(
-                event, ev.recipients(systems.REFUND_REQUESTED, parcel_integration=owner), now
-            )
+            await tx.enqueue(event, ev.recipients(systems.REFUND_REQUESTED, owner), now)
         return refund
 
     async def _set_status(
@@ -343,9 +337,7 @@ class Service:
     async def _emit_parcel(self, tx: Tx, parcel: Parcel, now: int) -> None:
         owner = await tx.integration_by_id(parcel.integration_id)
         event = ev.make_event(parcel.account_id, ev.parcel_status_changed(parcel, now))
-        await tx.enqueue(
-            event, ev.recipients(systems.PARCEL_STATUS_CHANGED, parcel_integration=owner), now
-        )
+        await tx.enqueue(event, ev.recipients(systems.PARCEL_STATUS_CHANGED, owner), now)
 
     # -- the webhook log --------------------------------------------------------------
 

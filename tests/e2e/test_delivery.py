@@ -184,11 +184,18 @@ async def test_shop_integration_receives_only_parcel_status_changes(
         assert actions(rx.requests) == ["parcel_status_changed"] * 2
 
 
-async def test_integration_events_reach_every_api_integration(harness: HarnessFactory) -> None:
+async def test_integration_events_reach_only_the_integration_concerned(
+    harness: HarnessFactory,
+) -> None:
+    """SPEC §1: renaming or deleting B is news for B's receiver only, never for A's.
+
+    (Until issue 11 every API integration of the account heard of every other one, which
+    made A's receiver overwrite or switch off its own configuration on B's events.)
+    """
     h = await harness()
     acct = await h.account()
-    async with HostileReceiver() as rx:
-        await configure(acct, acct.api.id, rx.url("/a"))
+    async with HostileReceiver() as rx_a, HostileReceiver() as rx_b:
+        await configure(acct, acct.api.id, rx_a.url("/a"))
         r = await acct.call(
             "POST",
             "/api/v2/integrations",
@@ -197,7 +204,7 @@ async def test_integration_events_reach_every_api_integration(harness: HarnessFa
                     "shop_name": "Second app",
                     "system": "api",
                     "webhook_active": True,
-                    "webhook_url": rx.url("/b"),
+                    "webhook_url": rx_b.url("/b"),
                 }
             },
         )
@@ -210,19 +217,25 @@ async def test_integration_events_reach_every_api_integration(harness: HarnessFa
         )
         r = await acct.call("DELETE", f"/api/v2/integrations/{b['id']}")
         assert r.status_code == 204
-        await rx.wait_for_requests(7)
-        assert actions(rx.requests, "/a") == [
-            "integration_updated",
-            "integration_connected",
-            "integration_updated",
-            "integration_deleted",
-        ]
+        await rx_b.wait_for_requests(3)
+        # A's own update, and then a final one of A's own as a marker that nothing else came
+        await acct.call(
+            "PUT", f"/api/v2/integrations/{acct.api.id}", {"integration": {"shop_name": "A"}}
+        )
+        await eventually(
+            lambda: any(b'"shop_name": "A"' in q.body for q in rx_a.requests), what="marker"
+        )
+        assert actions(rx_a.requests) == ["integration_updated", "integration_updated"]
+        assert {json.loads(q.body)["integration"]["id"] for q in rx_a.requests} == {acct.api.id}
         # the deleted integration hears of its own deletion before it goes
-        assert actions(rx.requests, "/b") == [
+        assert actions(rx_b.requests) == [
             "integration_connected",
             "integration_updated",
             "integration_deleted",
         ]
+        assert {json.loads(q.body)["integration"]["id"] for q in rx_b.requests} == {b["id"]}
+        names = [json.loads(q.body)["integration"]["shop_name"] for q in rx_b.requests]
+        assert names == ["Second app", "Second app, renamed", "Second app, renamed"]
         assert (await acct.call("GET", f"/api/v2/integrations/{b['id']}")).status_code == 404
 
 

@@ -232,11 +232,13 @@ def test_signing_key_falls_back_to_the_api_secret() -> None:
 def test_routing_skips_ineligible_and_switched_off_integrations() -> None:
     api_on, api_off = _integration(id=1), _integration(id=2, webhook_active=False)
     shop = _integration(id=3, system="shopify")
-    everyone = [api_on, api_off, shop]
-    assert ev.recipients("integration_updated", account_integrations=everyone) == [api_on]
-    assert ev.recipients("refund_requested", parcel_integration=shop) == []
-    assert ev.recipients("parcel_status_changed", parcel_integration=shop) == [shop]
-    assert ev.recipients("parcel_status_changed", parcel_integration=api_off) == []
+    assert ev.recipients("integration_updated", api_on) == [api_on]
+    assert ev.recipients("integration_updated", api_off) == []
+    assert ev.recipients("integration_updated", shop) == []
+    assert ev.recipients("refund_requested", shop) == []
+    assert ev.recipients("parcel_status_changed", shop) == [shop]
+    assert ev.recipients("parcel_status_changed", api_off) == []
+    assert ev.recipients("parcel_status_changed", None) == []
 
 
 def test_the_default_retry_schedule_is_sendclouds() -> None:

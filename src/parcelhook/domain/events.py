@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,26 +137,16 @@ def test_webhook(integration_id: int, shop_name: str, system: str, now_ms: int) 
     }
 
 
-def recipients(
-    action: str,
-    *,
-    parcel_integration: Integration | None = None,
-    account_integrations: Iterable[Integration] = (),
-) -> list[Integration]:
-    """Who receives an event (SPEC §1): ineligible or switched-off integrations never do.
+def recipients(action: str, concerned: Integration | None) -> list[Integration]:
+    """Who receives an event (SPEC §1): the integration it concerns, if eligible and on.
 
-    Parcel events go to the parcel's integration; integration events to every API
-    integration of the account, the one concerned included.
+    Parcel events concern the parcel's integration; integration events the integration
+    itself, and only it (Sendcloud scopes webhooks to the integration they are set on).
     """
-    if action in (systems.PARCEL_STATUS_CHANGED, systems.REFUND_REQUESTED):
-        candidates: Iterable[Integration] = (
-            [parcel_integration] if parcel_integration is not None else []
-        )
-    else:
-        candidates = account_integrations
-    return [
-        i
-        for i in candidates
-        if i.deleted_ms is None or action == systems.INTEGRATION_DELETED
-        if i.receives_webhooks and systems.can_receive(i.system, action)
-    ]
+    if concerned is None:
+        return []
+    if concerned.deleted_ms is not None and action != systems.INTEGRATION_DELETED:
+        return []
+    if not (concerned.receives_webhooks and systems.can_receive(concerned.system, action)):
+        return []
+    return [concerned]
