@@ -26,11 +26,13 @@ from parcelhook.domain.deliveries import Claimed, Outcome
 from parcelhook.domain.integrations import Integration
 from parcelhook.domain.retry import AttemptResult, RetryPolicy, Verdict
 from parcelhook.store import Store
+from parcelhook.store.faults import is_unavailable
 
 log = logging.getLogger("parcelhook.dispatcher")
 USER_AGENT = f"parcelhook/{__version__}"
 WEBHOOK_OFF = "webhook feedback is off for this integration; redeliver once it is on again"
 GONE = "the endpoint answered 410 Gone: webhook feedback was turned off for this integration"
+REFUSED = "the response could not be stored; this attempt is recorded without it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,42 @@ class DispatcherConfig:
     lease_ms: int = 120_000
     # the slow fallback when no wake-up arrives (other processes on SQLite, lost NOTIFY)
     poll_ms: int = 1_000
+
+
+# the outcome writer's pause after a failed write, doubling up to the cap while it keeps failing
+WRITE_RETRY_S = 0.1
+WRITE_RETRY_MAX_S = 5.0
+
+
+async def record_isolating(store: Store, batch: list[Outcome], settled: list[Outcome]) -> None:
+    """Write `batch`, appending to `settled` what is done; a row the database refuses is
+    recorded without what the endpoint sent, or dropped, so it never holds up the others.
+
+    Raises only when the database is unavailable (the caller retries what is not settled)."""
+    try:
+        await store.record_outcomes(batch)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise
+        if len(batch) > 1:
+            # halves until the refused row is alone: a few extra statements, once
+            middle = len(batch) // 2
+            await record_isolating(store, batch[:middle], settled)
+            await record_isolating(store, batch[middle:], settled)
+            return
+        (o,) = batch
+        log.exception("the database refused the outcome of delivery %s", o.delivery_id)
+        bare = replace(o, note=REFUSED)
+        if o.result is not None:
+            bare = replace(bare, result=replace(o.result, response_excerpt="", error=REFUSED))
+        try:
+            await store.record_outcomes([bare])
+        except Exception as again:
+            if is_unavailable(again):
+                raise
+            # its lease runs out and it is claimed again; the writer carries on meanwhile
+            log.exception("dropped the outcome of delivery %s", o.delivery_id)
+    settled.extend(batch)
 
 
 class _Lane:
@@ -360,7 +398,9 @@ class Dispatcher:
                 if self._stopping and not self._tasks:
                     return
                 continue
-            while True:
+            pending, failures = outcomes, 0
+            while pending:
+                settled: list[Outcome] = []
                 try:
                     async with self._db_turn:
                         # a delivery re-claimed while in flight is settled under its new lease
@@ -368,18 +408,25 @@ class Dispatcher:
                             o
                             if o.lease == self._leases[o.delivery_id]
                             else replace(o, lease=self._leases[o.delivery_id])
-                            for o in outcomes
+                            for o in pending
                         ]
-                        await self.store.record_outcomes(batch)
-                        for o in batch:
-                            del self._leases[o.delivery_id]
-                    break
+                        try:
+                            await record_isolating(self.store, batch, settled)
+                        finally:
+                            for o in settled:
+                                del self._leases[o.delivery_id]
+                    pending = []
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     # keep the outcomes: the leases still protect these deliveries
-                    log.exception("writing %d outcomes failed; retrying", len(outcomes))
-                    await asyncio.sleep(0.5)
+                    done = {o.delivery_id for o in settled}
+                    pending = [o for o in pending if o.delivery_id not in done]
+                    failures += 1
+                    log.exception(
+                        "writing %d outcomes failed (%d in a row); retrying", len(pending), failures
+                    )
+                    await asyncio.sleep(min(WRITE_RETRY_MAX_S, WRITE_RETRY_S * 2 ** (failures - 1)))
             self._in_flight -= len(outcomes)
             self._capacity.set()
             if any(o.verdict is Verdict.RETRY for o in outcomes):

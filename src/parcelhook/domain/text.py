@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from parcelhook.domain.errors import InvalidInput
 
 
@@ -15,3 +17,14 @@ def check_text(value: str, field: str) -> str:
     if has_nul(value):
         raise InvalidInput(f"{field} must not contain NUL characters.", field=field)
     return value
+
+
+# C0 controls other than tab, line feed and carriage return, and DEL: PostgreSQL text cannot
+# hold NUL at all, and the others only garble the log where the excerpt is shown
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def storable(value: str) -> str:
+    """`value` as any engine stores it: controls as U+FFFD, lone surrogates as `?`."""
+    value = value.encode("utf-8", "replace").decode("utf-8")
+    return _CONTROLS.sub("\ufffd", value)

@@ -27,6 +27,7 @@ from parcelhook.domain.integrations import Integration, IntegrationChanges
 from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
 from parcelhook.domain.retry import Verdict
 from parcelhook.domain.signing import new_webhook_secret
+from parcelhook.domain.text import storable
 from parcelhook.store import migrations, postgres, sqlite
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
@@ -237,8 +238,8 @@ class Store:
                 o.at_ms,
                 o.result.duration_ms,
                 o.result.status_code,
-                o.result.error,
-                o.result.response_excerpt,
+                _storable(o.result.error),
+                storable(o.result.response_excerpt),
             )
             for o in outcomes
             if o.result is not None
@@ -251,7 +252,7 @@ class Store:
                 0 if o.result is None else 1,
                 o.next_attempt_ms if o.verdict is Verdict.RETRY else o.at_ms,
                 o.result.status_code if o.result else None,
-                o.note or (o.result.error if o.result else None),
+                _storable(o.note or (o.result.error if o.result else None)),
                 o.at_ms,
             )
             for o in outcomes
@@ -858,3 +859,8 @@ class Tx:
         if count:
             self.queued = True
         return count
+
+
+def _storable(value: str | None) -> str | None:
+    # what an endpoint sent back (an excerpt, an error naming its bytes) may hold anything
+    return None if value is None else storable(value)
