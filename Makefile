@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench bench-crash clean
+.PHONY: run test lint bench bench-crash clean browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench docs
 	$(BIN)/mypy
 
-test: lint
+# axe-core, which the panel's browser tests inject into every page (pinned by the lockfile)
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+browser-deps: node_modules/.package-lock.json
+
+test: lint browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # the delivery benchmark (not a test); QUICK=1 for a run of under a minute
@@ -37,4 +43,4 @@ bench-crash: $(STAMP)
 	$(BIN)/python -m bench.crash $(or $(KILLS),10)
 
 clean:
-	rm -rf $(VENV) var test-artifacts .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var test-artifacts node_modules .mypy_cache .ruff_cache .pytest_cache

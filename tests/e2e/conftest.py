@@ -175,3 +175,55 @@ async def page(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[An
     ARTIFACTS.mkdir(exist_ok=True)
     await tab.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     await context.close()
+
+
+# the two widths every panel feature is checked at
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's script (`make browser-deps` installs it; `make test` does so first)."""
+    if not AXE.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{AXE} is missing under CI: run `make browser-deps`")
+        pytest.skip(f"{AXE} is missing: run `make browser-deps`")
+    return AXE.read_text()
+
+
+async def axe_violations(page: Any, source: str) -> list[str]:
+    """Every axe-core violation on the page as `rule: target`, empty when there is none."""
+    # evaluated through the DevTools protocol, which the page's CSP does not govern
+    if not await page.evaluate("() => typeof window.axe === 'object'"):
+        await page.evaluate(source + "\n;0")
+    found = await page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+            .flatMap(v => v.nodes.map(n => v.id + ': ' + n.target.join(' ') + ' · ' + v.help))"""
+    )
+    return list(found)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def open_page(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Open pages in fresh contexts: `await open_page(PHONE, js=False, locale="it-IT")`."""
+    contexts: list[Any] = []
+
+    async def opened(
+        viewport: dict[str, int] = DESKTOP, *, js: bool = True, locale: str = "en-US"
+    ) -> Any:
+        context = await browser.new_context(
+            viewport=viewport, java_script_enabled=js, locale=locale
+        )
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return await context.new_page()
+
+    yield opened
+    ARTIFACTS.mkdir(exist_ok=True)
+    for n, context in enumerate(contexts):
+        for tab in context.pages:
+            name = re.sub(r"[^\w.-]+", "_", request.node.name)
+            await tab.screenshot(path=str(ARTIFACTS / f"{name}-{n}.png"), full_page=True)
+        await context.close()

@@ -64,6 +64,7 @@ def _configure(
     problems: dict[str, str] | None = None,
     failed_rules: list[str] | None = None,
     test: TestResult | None = None,
+    tested: bool = False,
 ) -> Response:
     notice = _NOTICES.get(request.query_params.get("notice", ""))
     return panel_of(request).page(
@@ -73,6 +74,7 @@ def _configure(
         integration=integration,
         system_name=present.system_name(integration.system),
         is_api=integration.system == systems.API,
+        events=present.events_for(integration.system),
         key_last4=(
             keys.last4(integration.webhook_signature_key)
             if integration.webhook_signature_key
@@ -86,6 +88,8 @@ def _configure(
         checked_rules=failed_rules is not None,
         problems=problems or {},
         test=test,
+        # without JavaScript the page comes back after Test: focus returns to the button
+        tested=tested,
         test_summary=present.test_summary(test) if test else None,
         notice=notice if status == 200 else None,
     )
@@ -146,11 +150,14 @@ async def configure(request: Request, integration_id: int) -> Response:
 
 @router.post("/settings/integrations/{integration_id:int}")
 async def save(request: Request, integration_id: int) -> Response:
+    """Save, or (the Test button without JavaScript) test and show Configure again."""
     panel = panel_of(request)
     account_id = panel.account_id(request)
     form = await panel.checked_form(request)
     integration = await panel.integration(account_id, integration_id)
     typed = Typed.from_form(form)
+    if text_field(form, "do", 10) == "test":
+        return await _test(request, account_id, integration, typed)
     try:
         await panel.service.update_integration(account_id, integration.id, typed.changes())
     except NotFound:
@@ -169,12 +176,18 @@ async def save(request: Request, integration_id: int) -> Response:
 
 @router.post("/settings/integrations/{integration_id:int}/test")
 async def test_webhook(request: Request, integration_id: int) -> Response:
-    """Test API Webhook: JSON for the page's script, the re-rendered page without it."""
+    """The Test button's JSON answer for the page's script (the page itself without it)."""
     panel = panel_of(request)
     account_id = panel.account_id(request)
     form = await panel.checked_form(request)
     integration = await panel.integration(account_id, integration_id)
-    typed = Typed.from_form(form)
+    return await _test(request, account_id, integration, Typed.from_form(form))
+
+
+async def _test(
+    request: Request, account_id: int, integration: Integration, typed: Typed
+) -> Response:
+    panel = panel_of(request)
     data: dict[str, Any] = {"webhook_url": typed.webhook_url}
     if typed.key:
         data["webhook_signature_key"] = typed.key
@@ -192,6 +205,7 @@ async def test_webhook(request: Request, integration_id: int) -> Response:
             typed=typed,
             problems=_problems(exc),
             failed_rules=exc.extra.get("rules"),
+            tested=True,
         )
     if wants_json(request):
         body = {
@@ -203,4 +217,4 @@ async def test_webhook(request: Request, integration_id: int) -> Response:
             "summary": present.test_summary(result),
         }
         return panel.json(request, body)
-    return _configure(request, integration, typed=typed, test=result)
+    return _configure(request, integration, typed=typed, test=result, tested=True)

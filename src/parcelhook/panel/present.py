@@ -27,6 +27,25 @@ def system_name(system: str) -> str:
     return systems.SYSTEMS.get(system, system)
 
 
+# what each event means to a merchant, in the order Configure lists them
+EVENT_WORDS: Final = {
+    systems.PARCEL_STATUS_CHANGED: "A parcel's status changed",
+    systems.INTEGRATION_CONNECTED: "An integration was connected",
+    systems.INTEGRATION_UPDATED: "An integration's settings changed",
+    systems.INTEGRATION_DELETED: "An integration was deleted",
+    systems.REFUND_REQUESTED: "A refund was requested",
+}
+
+
+def events_for(system: str) -> list[tuple[str, str]]:
+    """The events an integration of `system` receives, by the dispatcher's own rule."""
+    return [
+        (action, words)
+        for action, words in EVENT_WORDS.items()
+        if systems.can_receive(system, action)
+    ]
+
+
 def state(d: Delivery) -> str:
     """delivered, failed, retrying (pending after a failed attempt) or pending."""
     if d.status == dl.PENDING and d.attempt_count > 0:
@@ -71,11 +90,17 @@ def sent_headers(d: Delivery) -> list[Header]:
 
 
 def test_summary(result: TestResult) -> str:
-    """The Test API Webhook result in one sentence (the page and the script both show it)."""
+    """The test's result in one sentence of plain words (the page and the script both show it)."""
     took = f"in {result.duration_ms} ms"
     if result.delivered:
         return f"Delivered: the endpoint answered HTTP {result.status_code} {took}."
-    if result.status_code is not None:
-        why = f" {result.error}" if result.error else ""
-        return f"Not delivered: the endpoint answered HTTP {result.status_code} {took}.{why}"
-    return f"Not delivered ({took}): {result.error or 'no answer'}"
+    if result.status_code is None:
+        return f"Not delivered: {result.error or 'no answer'} (after {result.duration_ms} ms)."
+    if 300 <= result.status_code < 400:
+        why = "Redirects are not followed: use the final URL."
+    else:
+        why = "Only an answer in the 2xx range counts as delivered."
+    # an error beside a status is a failure while reading the answer, worth naming
+    if result.error and not result.error.startswith("The endpoint answered"):
+        why = f"{result.error[:1].upper()}{result.error[1:]}."
+    return f"Not delivered: the endpoint answered HTTP {result.status_code} {took}. {why}"

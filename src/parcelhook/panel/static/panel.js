@@ -58,32 +58,48 @@
     }
   }
 
-  function answered(data) {
-    if (data.error) {
-      (data.error.rules || []).forEach(function (rule) {
-        var item = form.querySelector('#key-rules li[data-rule="' + rule + '"]');
-        if (item) mark(item, "unmet");
-      });
-      show("bad", data.error.message, "");
-    } else {
-      show(data.delivered ? "ok" : "bad", data.summary, data.response_excerpt);
-    }
+  // a refused test (a weak key, a missing URL) names its rules and its message; a test
+  // that ran answers with its result, delivered or not, and always with a summary in words
+  function refused(error) {
+    (error.rules || []).forEach(function (rule) {
+      var item = form.querySelector('#key-rules li[data-rule="' + rule + '"]');
+      if (item) mark(item, "unmet");
+    });
+    show("bad", "Nothing was sent: " + (error.message || "the panel refused the test."), "");
   }
 
+  function answered(response) {
+    return response.json().then(function (data) {
+      if (!response.ok) {
+        refused(data && typeof data.error === "object" && data.error ? data.error : {});
+      } else {
+        show(data.delivered ? "ok" : "bad", data.summary, data.response_excerpt);
+      }
+    });
+  }
+
+  var busy = false;
   form.addEventListener("submit", function (event) {
     if (event.submitter !== testButton) return;
     event.preventDefault();
-    testButton.disabled = true;
-    show("", "Sending a test_webhook…", "");
-    fetch(testButton.formAction, {
+    if (busy) return;
+    // aria-disabled, not disabled: a disabled button drops the keyboard focus to <body>
+    busy = true;
+    testButton.setAttribute("aria-disabled", "true");
+    show("", "Sending a test webhook…", "");
+    var body = new URLSearchParams(new FormData(form));
+    body.delete("do");
+    fetch(testButton.dataset.testUrl, {
       method: "POST",
-      body: new URLSearchParams(new FormData(form)),
+      body: body,
       headers: { Accept: "application/json" },
       credentials: "same-origin"
     })
-      .then(function (response) { return response.json(); })
       .then(answered)
       .catch(function () { show("bad", "The test could not be run: no answer from the panel.", ""); })
-      .finally(function () { testButton.disabled = false; });
+      .finally(function () {
+        busy = false;
+        testButton.removeAttribute("aria-disabled");
+      });
   });
 })();

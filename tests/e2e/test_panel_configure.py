@@ -1,0 +1,174 @@
+"""Configure in a browser: Test always answers in words, and each system's own copy.
+
+Every case runs at desktop width with JavaScript on and at phone width with it off, so
+both the script's answer and the re-rendered page are held to the same words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from playwright.async_api import Page, expect
+
+from conftest import DESKTOP, PHONE, axe_violations
+from support.browsing import new_shop, sign_in
+from support.hostile_receiver import HostileReceiver, Mode, refused_port
+
+if TYPE_CHECKING:
+    from conftest import Served
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.browser]
+
+KEY = "Str0ng!Signature-Key"
+OpenPage = Callable[..., Awaitable[Page]]
+MODES = [
+    pytest.param(DESKTOP, True, id="desktop-js"),
+    pytest.param(PHONE, False, id="phone-nojs"),
+]
+
+
+async def press_test(page: Page, name: str = "Test API Webhook") -> None:
+    """Press the Test button from the keyboard, as the issue's merchant did."""
+    await page.get_by_role("button", name=name).focus()
+    await page.keyboard.press("Enter")
+
+
+async def answered_in_place(page: Page, configure_url: str, *, typed_url: str, js: bool) -> None:
+    """Focus is back on the button, the address is Configure's, typed values stay but the key."""
+    await expect(page.locator("#test-button")).to_be_focused()
+    assert page.url == configure_url
+    await expect(page.locator("#webhook_url")).to_have_value(typed_url)
+    assert KEY not in await page.content()
+    if not js:
+        await expect(page.locator("#webhook_signature_key")).to_have_value("")
+        await expect(page.locator("#key-private")).to_contain_text("not shown again")
+
+
+async def configure(open_page: OpenPage, served: Served, viewport: Any, js: bool) -> Page:
+    page = await open_page(viewport, js=js)
+    await sign_in(page, served, f"/settings/integrations/{served.integration_id}")
+    return page
+
+
+@pytest.mark.parametrize(("viewport", "js"), MODES)
+async def test_a_dead_port_is_named_in_words(
+    open_page: OpenPage, served: Served, viewport: Any, js: bool, axe_source: str
+) -> None:
+    page = await configure(open_page, served, viewport, js)
+    configure_url = page.url
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}/hook"
+        await page.locator("#webhook_url").fill(url)
+        await page.locator("#webhook_signature_key").fill(KEY)
+        await press_test(page)
+        result = page.locator("#test-result")
+        await expect(result).to_have_class(re.compile(r"\bbad\b"))
+        await expect(result).to_contain_text(
+            re.compile(r"Not delivered: connection refused \(after \d+ ms\)\.")
+        )
+    await answered_in_place(page, configure_url, typed_url=url, js=js)
+    if js:
+        assert await axe_violations(page, axe_source) == []
+
+
+@pytest.mark.parametrize(("viewport", "js"), MODES)
+async def test_a_401_shows_the_status_time_and_the_response(
+    open_page: OpenPage, served: Served, receiver: HostileReceiver, viewport: Any, js: bool
+) -> None:
+    path = f"/unauthorised-{int(js)}"
+    receiver.route(path, Mode.status(401, body=b"invalid token"))
+    page = await configure(open_page, served, viewport, js)
+    configure_url = page.url
+    await page.locator("#webhook_url").fill(receiver.url(path))
+    await page.locator("#webhook_signature_key").fill(KEY)
+    await press_test(page)
+    result = page.locator("#test-result")
+    await expect(result).to_contain_text(
+        re.compile(r"Not delivered: the endpoint answered HTTP 401 in \d+ ms\. Only an answer")
+    )
+    await expect(result.locator("pre")).to_have_text("invalid token")
+    await answered_in_place(page, configure_url, typed_url=receiver.url(path), js=js)
+    assert [r.path for r in receiver.requests].count(path) == 1
+
+
+@pytest.mark.parametrize(("viewport", "js"), MODES)
+async def test_a_timeout_says_how_long_it_waited(
+    open_page: OpenPage, served: Served, receiver: HostileReceiver, viewport: Any, js: bool
+) -> None:
+    path = f"/hangs-{int(js)}"
+    receiver.route(path, Mode.hang())
+    page = await configure(open_page, served, viewport, js)
+    configure_url = page.url
+    await page.locator("#webhook_url").fill(receiver.url(path))
+    await page.locator("#webhook_signature_key").fill(KEY)
+    await press_test(page)
+    await expect(page.locator("#test-result")).to_contain_text(
+        re.compile(r"Not delivered: timed out after 5 s \(after \d+ ms\)\."), timeout=15_000
+    )
+    await answered_in_place(page, configure_url, typed_url=receiver.url(path), js=js)
+
+
+@pytest.mark.parametrize(("viewport", "js"), MODES)
+async def test_a_weak_key_sends_nothing_and_names_the_rules(
+    open_page: OpenPage, served: Served, receiver: HostileReceiver, viewport: Any, js: bool
+) -> None:
+    path = f"/weak-{int(js)}"
+    page = await configure(open_page, served, viewport, js)
+    configure_url = page.url
+    await page.locator("#webhook_url").fill(receiver.url(path))
+    await page.locator("#webhook_signature_key").fill("short1a")
+    await press_test(page)
+    await expect(page.locator("#test-result, .problem").first).to_contain_text("Nothing was sent")
+    await expect(page.locator('#key-rules li[data-rule="special"]')).to_have_class(
+        re.compile(r"\bunmet\b")
+    )
+    await expect(page.locator('#key-rules li[data-rule="digit"]')).not_to_have_class(
+        re.compile(r"\bunmet\b")
+    )
+    await expect(page.locator("#test-button")).to_be_focused()
+    assert page.url == configure_url
+    assert "short1a" not in await page.content()
+    assert path not in [r.path for r in receiver.requests]
+
+
+@pytest.mark.parametrize(("viewport", "js"), MODES)
+async def test_a_shop_is_told_what_it_receives_and_how_to_verify_it(
+    open_page: OpenPage,
+    served: Served,
+    receiver: HostileReceiver,
+    viewport: Any,
+    js: bool,
+    axe_source: str,
+) -> None:
+    shop = await new_shop(served, name=f"Shop {int(js)}")
+    page = await open_page(viewport, js=js)
+    await sign_in(page, served, f"/settings/integrations/{shop}")
+    events = page.locator("#events li")
+    await expect(events).to_have_count(1)
+    await expect(events).to_contain_text("parcel_status_changed")
+    await expect(page.locator("#key-state")).to_contain_text("Sendcloud-Signature")
+    assert "API secret key" not in await page.content()
+    await expect(page.get_by_role("button", name="Test API Webhook")).to_have_count(0)
+
+    await page.locator("#webhook_url").fill(receiver.url("/shop-test"))
+    await press_test(page, "Send a test webhook")
+    await expect(page.locator("#test-result")).to_contain_text("Delivered: the endpoint answered")
+    await expect(page.locator("#test-button")).to_be_focused()
+    if js:
+        assert await axe_violations(page, axe_source) == []
+
+
+@pytest.mark.parametrize(("viewport", "js"), MODES)
+async def test_the_api_integration_says_every_event_and_names_itself_once(
+    open_page: OpenPage, served: Served, viewport: Any, js: bool
+) -> None:
+    page = await configure(open_page, served, viewport, js)
+    await expect(page.locator("h1")).to_have_text("API integration")
+    await expect(page.locator("#events li")).to_have_count(5)
+    for action in ("parcel_status_changed", "integration_updated", "refund_requested"):
+        await expect(page.locator("#events")).to_contain_text(action)
+    await expect(page.get_by_role("button", name="Test API Webhook")).to_be_visible()
+    await expect(page.locator("#key-state")).to_contain_text("API secret key")

@@ -1,0 +1,46 @@
+"""Steps the panel's browser tests share: signing in, and making records through the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.async_api import Page, expect
+
+PARCEL = {
+    "name": "Anna de Vries",
+    "address": "Stationsplein 1",
+    "city": "Eindhoven",
+    "postal_code": "5611 AB",
+    "country": "NL",
+}
+
+
+async def sign_in(page: Page, served: Any, path: str = "/") -> None:
+    """Sign in as the demo account on the page's own form and land on `path`."""
+    await page.goto(served.base_url + path)
+    await page.locator("#email").fill(served.email)
+    await page.locator("#password").fill(served.password)
+    await page.locator("form[action='/login'] button[type=submit]").click()
+    await expect(page.locator("#password")).to_have_count(0)
+
+
+async def new_shop(served: Any, url: str | None = None, name: str = "Webshop") -> int:
+    """A shop integration of the demo account, its webhook on `url` when given."""
+    settings = {"webhook_active": True, "webhook_url": url} if url else {}
+    async with served.api() as api:
+        answer = await api.post(
+            "/api/v2/integrations",
+            json={"integration": {"shop_name": name, "system": "shopify_v2", **settings}},
+        )
+    assert answer.status_code == 201, answer.text
+    return int(answer.json()["integration"]["id"])
+
+
+async def new_parcel(served: Any, integration_id: int, **fields: Any) -> int:
+    async with served.api() as api:
+        answer = await api.post(
+            "/api/v2/parcels",
+            json={"parcel": {**PARCEL, **fields, "integration_id": integration_id}},
+        )
+    assert answer.status_code == 201, answer.text
+    return int(answer.json()["parcel"]["id"])
