@@ -289,17 +289,18 @@ class Service:
                 "carrier_status_change_timestamp must be milliseconds since the epoch.",
                 field="carrier_status_change_timestamp",
             )
-        now = self.clock.now_ms()
         async with self.store.transaction() as tx:
-            parcel = await tx.parcel(account_id, parcel_id)
+            # locked, so the same change made twice at once emits one event
+            parcel = await tx.parcel(account_id, parcel_id, lock=True)
             if parcel.status_id == status_id:
                 return parcel  # no change, no event
+            now = self.clock.now_ms()  # inside the lock: events follow commit order
             return await self._set_status(tx, parcel, status_id, now, carrier_ms)
 
     async def cancel_parcel(self, account_id: int, parcel_id: int) -> Parcel:
-        now = self.clock.now_ms()
         async with self.store.transaction() as tx:
-            parcel = await tx.parcel(account_id, parcel_id)
+            parcel = await tx.parcel(account_id, parcel_id, lock=True)
+            now = self.clock.now_ms()
             if parcel.status_id in _NOT_CANCELLABLE:
                 raise Conflict(
                     f"A parcel in status {parcel.status_id} cannot be cancelled.",
@@ -318,9 +319,10 @@ class Service:
         if len(reason) > 2000:
             raise InvalidInput("reason must be at most 2000 characters.", field="reason")
         check_text(reason, "reason")
-        now = self.clock.now_ms()
         async with self.store.transaction() as tx:
-            parcel = await tx.parcel(account_id, parcel_id)
+            # locked, so of two refunds at once one is created and the other sees it (409)
+            parcel = await tx.parcel(account_id, parcel_id, lock=True)
+            now = self.clock.now_ms()
             refund = await tx.create_refund(parcel, reason.strip(), parcel.price, now)
             owner = await tx.integration_by_id(parcel.integration_id)
             event = ev.make_event(account_id, ev.refund_requested(refund, parcel, now))
@@ -331,7 +333,9 @@ class Service:
         self, tx: Tx, parcel: Parcel, status_id: int, now: int, carrier_ms: int | None
     ) -> Parcel:
         parcel = await tx.set_parcel_status(parcel, status_id, now, carrier_ms)
-        await self._emit_parcel(tx, parcel, now)
+        # the stored change time is strictly after the previous one (with the row locked),
+        # so each parcel's events carry strictly increasing timestamps
+        await self._emit_parcel(tx, parcel, parcel.updated_ms)
         return parcel
 
     async def _emit_parcel(self, tx: Tx, parcel: Parcel, now: int) -> None:

@@ -58,6 +58,7 @@ class ParcelOrdering:
         """True (and recorded) when this event is later than any seen for the parcel.
 
         Retries arrive out of order: an older status must not overwrite a newer one.
+        parcelhook's timestamps are strictly increasing per parcel in commit order.
         """
         with self._lock:
             latest = self._latest.get(parcel_id)

@@ -15,6 +15,8 @@ from typing import Any
 
 import aiosqlite
 from sqlalchemy import Row, and_, delete, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -646,13 +648,14 @@ class Tx:
         )
         return await self.parcel(account_id, new_id)
 
-    async def parcel(self, account_id: int, parcel_id: int) -> Parcel:
+    async def parcel(self, account_id: int, parcel_id: int, *, lock: bool = False) -> Parcel:
+        """The account's parcel; `lock` holds its row until the transaction ends (PostgreSQL:
+        FOR UPDATE; SQLite's transactions hold the database's write turn already)."""
         p = s.parcels
-        row = (
-            await self.conn.execute(
-                select(p).where(p.c.id == parcel_id, p.c.account_id == account_id)
-            )
-        ).first()
+        q = select(p).where(p.c.id == parcel_id, p.c.account_id == account_id)
+        if lock and not self.store.is_sqlite:
+            q = q.with_for_update()
+        row = (await self.conn.execute(q)).first()
         if row is None:
             raise NotFound("No such parcel.", field="id")
         return _parcel_from_row(row)
@@ -690,24 +693,28 @@ class Tx:
 
     async def create_refund(self, parcel: Parcel, reason: str, total: str, now_ms: int) -> Refund:
         r = s.refunds
-        exists = await self.conn.execute(select(r.c.id).where(r.c.parcel_id == parcel.id))
-        if exists.first() is not None:
-            raise Conflict("A refund was already requested for this parcel.", field="parcel_id")
+        values = {
+            "parcel_id": parcel.id,
+            "account_id": parcel.account_id,
+            "reason": reason,
+            "status": "requested",
+            "message": "Refund requested",
+            "total_refund": total,
+            "created_ms": now_ms,
+        }
+        # one statement that cannot race: a refund already there (or committed meanwhile by
+        # a writer that did not lock the parcel) inserts nothing
+        dialect = sqlite_insert if self.store.is_sqlite else pg_insert
         new_id = (
             await self.conn.execute(
-                insert(r)
-                .values(
-                    parcel_id=parcel.id,
-                    account_id=parcel.account_id,
-                    reason=reason,
-                    status="requested",
-                    message="Refund requested",
-                    total_refund=total,
-                    created_ms=now_ms,
-                )
+                dialect(r)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=[r.c.parcel_id])
                 .returning(r.c.id)
             )
-        ).scalar_one()
+        ).scalar()
+        if new_id is None:
+            raise Conflict("A refund was already requested for this parcel.", field="parcel_id")
         row = (await self.conn.execute(select(r).where(r.c.id == new_id))).one()
         return _refund_from_row(row)
 
