@@ -35,7 +35,8 @@ from parcelhook.domain.parcels import NewParcel, Parcel, Refund, parse_new_parce
 from parcelhook.domain.retry import AttemptResult
 from parcelhook.domain.statuses import ParcelStatus, is_known_status
 from parcelhook.domain.text import check_text, has_nul
-from parcelhook.store import Store, Tx
+from parcelhook.store import Store, Tx, webhook_log
+from parcelhook.store.webhook_log import Health
 
 USER_AGENT = f"parcelhook/{__version__}"
 # the public_key column's width: a longer one cannot name an integration
@@ -365,10 +366,23 @@ class Service:
         async with self.store.transaction() as tx:
             current = await tx.delivery(account_id, delivery_id)
             if current.status == dl.PENDING:
-                raise Conflict("This delivery is still pending.", field="status")
-            await tx.redeliver(account_id, now, delivery_id=delivery_id, status=None)
+                # a waiting delivery is sent now, keeping its webhook-id
+                await webhook_log.retry_now(tx, account_id, now, delivery_id=delivery_id)
+            else:
+                await tx.redeliver(account_id, now, delivery_id=delivery_id, status=None)
             # as committed: read after the commit, a fast dispatcher may already have sent it
             return await tx.delivery(account_id, delivery_id)
+
+    async def retry_all_now(self, account_id: int, integration_id: int) -> int:
+        """Send every waiting delivery of the integration now; returns how many."""
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            await tx.integration(account_id, integration_id)
+            return await webhook_log.retry_now(tx, account_id, now, integration_id=integration_id)
+
+    async def integration_health(self, account_id: int, integration_id: int) -> Health:
+        async with self.store.reading() as r:
+            return await webhook_log.health(r, account_id, integration_id)
 
     async def redeliver_many(
         self,

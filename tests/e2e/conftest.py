@@ -85,8 +85,12 @@ def _printed(out: Path, pattern: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """`parcelhook serve` on a free loopback port; failures are final at once (--retries 0)."""
+def served(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Served]:
+    """`parcelhook serve` on a free loopback port; failures are final at once (--retries 0)
+    unless the test module sets `SERVE_RETRIES`."""
+    retries = str(getattr(request.module, "SERVE_RETRIES", 0))
     tmp = tmp_path_factory.mktemp("serve")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELHOOK_")}
     env |= {"PARCELHOOK_KEY_FILE": str(tmp / "parcelhook.key"), "PYTHONUNBUFFERED": "1"}
@@ -96,7 +100,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     command = [
         *(sys.executable, "-m", "parcelhook.cli", "serve", "--port", str(port)),
         *("--database-url", database_url, "--allow-private-targets", "--allow-http-targets"),
-        *("--retries", "0", "--timeout", "5", "--log-level", "warning"),
+        *("--retries", retries, "--timeout", "5", "--log-level", "warning"),
     ]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(

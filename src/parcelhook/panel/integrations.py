@@ -12,7 +12,7 @@ from starlette.datastructures import FormData
 from parcelhook.domain import keys, systems
 from parcelhook.domain.errors import DomainError, NotFound
 from parcelhook.domain.integrations import Integration
-from parcelhook.panel import present
+from parcelhook.panel import log, present
 from parcelhook.panel.web import not_found, panel_of, text_field, wants_json
 from parcelhook.service import TestResult
 
@@ -55,7 +55,7 @@ def _problems(exc: DomainError) -> dict[str, str]:
     return {name or "form": exc.message}
 
 
-def _configure(
+async def _configure(
     request: Request,
     integration: Integration,
     *,
@@ -66,8 +66,11 @@ def _configure(
     test: TestResult | None = None,
     tested: bool = False,
 ) -> Response:
+    panel = panel_of(request)
     notice = _NOTICES.get(request.query_params.get("notice", ""))
-    return panel_of(request).page(
+    if request.query_params.get("notice") == "sent":
+        notice = log.waiting_notice(request.query_params.get("count", ""))
+    return panel.page(
         request,
         "configure.html",
         status,
@@ -92,6 +95,7 @@ def _configure(
         tested=tested,
         test_summary=present.test_summary(test) if test else None,
         notice=notice if status == 200 else None,
+        health=await log.health(panel, panel.account_id(request), integration),
     )
 
 
@@ -145,7 +149,7 @@ async def add_integration(request: Request) -> Response:
 async def configure(request: Request, integration_id: int) -> Response:
     panel = panel_of(request)
     account_id = panel.account_id(request)
-    return _configure(request, await panel.integration(account_id, integration_id))
+    return await _configure(request, await panel.integration(account_id, integration_id))
 
 
 @router.post("/settings/integrations/{integration_id:int}")
@@ -163,7 +167,7 @@ async def save(request: Request, integration_id: int) -> Response:
     except NotFound:
         raise not_found() from None
     except DomainError as exc:
-        return _configure(
+        return await _configure(
             request,
             integration,
             status=422,
@@ -198,7 +202,7 @@ async def _test(
     except DomainError as exc:
         if wants_json(request):
             return panel.json(request, {"error": exc.as_dict()}, exc.status)
-        return _configure(
+        return await _configure(
             request,
             integration,
             status=exc.status,
@@ -217,4 +221,4 @@ async def _test(
             "summary": present.test_summary(result),
         }
         return panel.json(request, body)
-    return _configure(request, integration, typed=typed, test=result, tested=True)
+    return await _configure(request, integration, typed=typed, test=result, tested=True)

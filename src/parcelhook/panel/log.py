@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from parcelhook.domain import deliveries as dl
-from parcelhook.domain.errors import Conflict
+from parcelhook.domain.integrations import Integration
 from parcelhook.panel import present
-from parcelhook.panel.web import panel_of
+from parcelhook.panel.web import Panel, panel_of, text_field
+from parcelhook.store.webhook_log import Health
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE: Final = 50
@@ -23,9 +24,24 @@ FILTERS: Final = {
 }
 _NOTICES: Final = {
     "redelivered": "Queued for redelivery.",
-    "pending": "That delivery is still pending; it will be retried by itself.",
+    "retrying": "Sending it now; should it fail again, its retries start over.",
     "none": "There were no failed deliveries to redeliver.",
 }
+
+
+async def health(panel: Panel, account_id: int, integration: Integration) -> Health | None:
+    """What the failing banner says, for an integration that is failing (else None)."""
+    if integration.failing_since_ms is None:
+        return None
+    return await panel.service.integration_health(account_id, integration.id)
+
+
+def waiting_notice(count: str) -> str | None:
+    """The notice after "Retry all now", from the count it redirected with."""
+    if not count.isdigit():
+        return None
+    noun = "delivery is" if count == "1" else "deliveries are"
+    return f"{count} waiting {noun} being sent now."
 
 
 def _base(integration_id: int) -> str:
@@ -53,7 +69,9 @@ async def log(
         older = f"{_base(integration.id)}?status={status}&before={found[-1].id}"
     count = request.query_params.get("count", "")
     notice = _NOTICES.get(request.query_params.get("notice", ""))
-    if notice and count.isdigit():
+    if request.query_params.get("notice") == "sent":
+        notice = waiting_notice(count)
+    elif notice and count.isdigit():
         noun = "delivery" if count == "1" else "deliveries"
         notice = f"{count} failed {noun} queued for redelivery."
     return panel.page(
@@ -67,6 +85,7 @@ async def log(
         filters=FILTERS,
         older=older,
         notice=notice,
+        health=await health(panel, account_id, integration),
     )
 
 
@@ -86,6 +105,7 @@ async def delivery(request: Request, integration_id: int, delivery_id: int) -> R
         payload=present.pretty_payload(found),
         headers=present.sent_headers(found),
         notice=_NOTICES.get(request.query_params.get("notice", "")),
+        health=await health(panel, account_id, integration),
     )
 
 
@@ -96,11 +116,8 @@ async def redeliver(request: Request, integration_id: int, delivery_id: int) -> 
     await panel.checked_form(request)
     integration = await panel.integration(account_id, integration_id)
     found = await panel.delivery(account_id, integration, delivery_id)
-    try:
-        await panel.service.redeliver(account_id, found.id)
-        notice = "redelivered"
-    except Conflict:
-        notice = "pending"
+    await panel.service.redeliver(account_id, found.id)
+    notice = "retrying" if found.status == dl.PENDING else "redelivered"
     return panel.redirect(request, f"{_base(integration.id)}/{found.id}?notice={notice}")
 
 
@@ -116,3 +133,16 @@ async def redeliver_failed(request: Request, integration_id: int) -> Response:
     if count == 0:
         return panel.redirect(request, f"{_base(integration.id)}?status=failed&notice=none")
     return panel.redirect(request, f"{_base(integration.id)}?notice=redelivered&count={count}")
+
+
+@router.post("/settings/integrations/{integration_id:int}/retry-now")
+async def retry_all_now(request: Request, integration_id: int) -> Response:
+    """The failing banner's "Retry all now": every waiting delivery is due at once."""
+    panel = panel_of(request)
+    account_id = panel.account_id(request)
+    form = await panel.checked_form(request)
+    integration = await panel.integration(account_id, integration_id)
+    count = await panel.service.retry_all_now(account_id, integration.id)
+    back = _base(integration.id) if text_field(form, "back", 20) == "log" else ""
+    target = back or f"/settings/integrations/{integration.id}"
+    return panel.redirect(request, f"{target}?notice=sent&count={count}")
