@@ -305,22 +305,53 @@ def worker(log_level: str, **kw: Any) -> None:
 
 
 @main.command()
+@click.option(
+    "--sql",
+    "as_sql",
+    is_flag=True,
+    help="Print the SQL that would bring the database up to date, and change nothing.",
+)
 @_database_option
-def migrate(database_url: str) -> None:
-    """Bring the database schema up to date."""
+def migrate(as_sql: bool, database_url: str) -> None:
+    """Bring the database schema up to date (Alembic revisions)."""
+    if as_sql:
+        click.echo(_run(lambda: _pending_sql(database_url)), nl=False)
+        return
     settings = _settings(database_url, dispatcher=False)
 
-    async def go() -> list[int]:
+    async def go() -> list[str]:
         from parcelhook.runtime import Runtime
 
         runtime = Runtime(settings)
         try:
-            return await runtime.store.migrate(runtime.clock.now_ms())
+            return await runtime.store.migrate()
         finally:
             await runtime.stop()
 
     applied = _run(go)
-    click.echo(f"applied migrations {applied}" if applied else "schema is up to date")
+    click.echo(f"applied revisions {', '.join(applied)}" if applied else "schema is up to date")
+
+
+async def _pending_sql(database_url: str) -> str:
+    """The offline SQL from the database's revision (when it exists) to the latest."""
+    from sqlalchemy.engine import make_url
+
+    from parcelhook.store import migrations
+    from parcelhook.store.store import normalise_url
+
+    url = normalise_url(database_url)
+    since = None
+    sqlite_file = make_url(url).database if url.startswith("sqlite") else None
+    # reading SQLite's revision would create an empty file where there was none
+    if sqlite_file is None or await asyncio.to_thread(Path(sqlite_file).exists):
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(url)
+        try:
+            since = await migrations.current(engine)
+        finally:
+            await engine.dispose()
+    return migrations.offline_sql(url, since)
 
 
 @main.group()

@@ -1,4 +1,7 @@
-"""Tables, one schema for SQLite and PostgreSQL. Instants are integer milliseconds (UTC)."""
+"""Tables, one schema for SQLite and PostgreSQL. Instants are integer milliseconds (UTC).
+
+This is the schema as of the latest migration (store/migrations/versions): change both.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +24,6 @@ metadata = MetaData()
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid)
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Ms = BigInteger
-
-schema_migrations = Table(
-    "schema_migrations",
-    metadata,
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("name", String(200), nullable=False),
-    Column("applied_ms", Ms, nullable=False),
-)
 
 accounts = Table(
     "accounts",

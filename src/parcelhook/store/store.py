@@ -118,12 +118,11 @@ class Store:
         async with self.engine.connect() as conn:
             yield await postgres.driver(conn)
 
-    async def migrate(self, now_ms: int) -> list[int]:
-        """Bring the schema up to date; concurrent starters wait for each other."""
-        async with self.transaction() as tx:
-            if not self.is_sqlite:
-                await tx.conn.execute(text("SELECT pg_advisory_xact_lock(7201)"))
-            return await migrations.migrate(tx.conn, now_ms)
+    async def migrate(self, now_ms: int | None = None) -> list[str]:
+        """Bring the schema up to date (Alembic); concurrent starters wait for each other.
+        Returns the revisions applied."""
+        async with self._write_lock:
+            return await migrations.upgrade(self.engine)
 
     def on_enqueue(self, callback: Callable[[], None]) -> None:
         """Call `callback` after every commit that queued deliveries (in this process)."""
