@@ -10,6 +10,7 @@ say the order); PostgreSQL indexes on busy tables are built CONCURRENTLY (see 00
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def config(url: str = "") -> Config:
     return cfg
 
 
+@functools.cache
 def revisions() -> list[str]:
     """Every revision, oldest first."""
     script = ScriptDirectory.from_config(config())
@@ -115,7 +117,7 @@ async def _lock(conn: AsyncConnection, wait_s: float) -> None:
             raise TimeoutError(
                 f"another parcelhook held the migration lock for over {wait_s:.0f} s"
             )
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.05)
 
 
 async def upgrade(engine: AsyncEngine, wait_s: float = 3600.0) -> list[str]:
@@ -123,6 +125,10 @@ async def upgrade(engine: AsyncEngine, wait_s: float = 3600.0) -> list[str]:
     if engine.dialect.name == "sqlite":
         return await asyncio.to_thread(_upgrade_sqlite, str(engine.url))
     async with engine.connect() as conn:
+        # the usual case, a fleet restarting on an up-to-date schema, takes no lock
+        if await conn.run_sync(_current) == head():
+            await conn.commit()
+            return []
         await _lock(conn, wait_s)
         try:
             return await conn.run_sync(_upgrade)
