@@ -21,6 +21,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from support.browsing import AXE, DESKTOP
 from support.hostile_receiver import HostileReceiver
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -181,12 +182,6 @@ async def page(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[An
     await context.close()
 
 
-# the two widths every panel feature is checked at
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-
-
 @pytest.fixture(scope="session")
 def axe_source() -> str:
     """axe-core's script (`make browser-deps` installs it; `make test` does so first)."""
@@ -195,18 +190,6 @@ def axe_source() -> str:
             pytest.fail(f"{AXE} is missing under CI: run `make browser-deps`")
         pytest.skip(f"{AXE} is missing: run `make browser-deps`")
     return AXE.read_text()
-
-
-async def axe_violations(page: Any, source: str) -> list[str]:
-    """Every axe-core violation on the page as `rule: target`, empty when there is none."""
-    # evaluated through the DevTools protocol, which the page's CSP does not govern
-    if not await page.evaluate("() => typeof window.axe === 'object'"):
-        await page.evaluate(source + "\n;0")
-    found = await page.evaluate(
-        """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
-            .flatMap(v => v.nodes.map(n => v.id + ': ' + n.target.join(' ') + ' · ' + v.help))"""
-    )
-    return list(found)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from playwright.async_api import Page, expect
 
-from conftest import DESKTOP, PHONE, axe_violations
-from support.browsing import new_parcel, new_shop, sign_in
+from support.browsing import DESKTOP, PHONE, axe_violations, new_parcel, new_shop, sign_in
 from support.hostile_receiver import HostileReceiver, Mode
 
 if TYPE_CHECKING:

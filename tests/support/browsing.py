@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Page, expect
+
+# the two widths every panel feature is checked at
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+
+
+async def axe_violations(page: Any, source: str) -> list[str]:
+    """Every axe-core violation on the page as `rule: target`, empty when there is none."""
+    # evaluated through the DevTools protocol, which the page's CSP does not govern
+    if not await page.evaluate("() => typeof window.axe === 'object'"):
+        await page.evaluate(source + "\n;0")
+    found = await page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+            .flatMap(v => v.nodes.map(n => v.id + ': ' + n.target.join(' ') + ' · ' + v.help))"""
+    )
+    return list(found)
+
 
 PARCEL = {
     "name": "Anna de Vries",
