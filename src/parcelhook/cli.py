@@ -213,13 +213,28 @@ def _warn_targets(settings: Settings) -> None:
 )
 @click.option("--no-dispatcher", is_flag=True, help="Serve API and panel only (workers deliver).")
 @click.option(
+    "--forwarded-allow-ips",
+    default="",
+    envvar="PARCELHOOK_FORWARDED_ALLOW_IPS",
+    help="Comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto to trust "
+    "(default: none, not even loopback).",
+)
+@click.option(
     "--demo/--no-demo",
     default=True,
     show_default=True,
     help="Create the demo account if the database has none, and print how to sign in.",
 )
 @_delivery_options
-def serve(host: str, port: int, no_dispatcher: bool, demo: bool, log_level: str, **kw: Any) -> None:
+def serve(
+    host: str,
+    port: int,
+    no_dispatcher: bool,
+    forwarded_allow_ips: str,
+    demo: bool,
+    log_level: str,
+    **kw: Any,
+) -> None:
     """Run the API, the panel and the dispatcher in one process."""
     _logging(log_level)
     settings = _delivery_settings(host=host, port=port, dispatcher=not no_dispatcher, **kw)
@@ -242,12 +257,23 @@ def serve(host: str, port: int, no_dispatcher: bool, demo: bool, log_level: str,
             log_level=log_level,
             access_log=log_level == "debug",
             lifespan="on",
+            **proxy_trust(forwarded_allow_ips),
         )
         server = uvicorn.Server(config)
         click.echo(f"parcelhook {__version__} serving on http://{host}:{port}")
         await server.serve()
 
     _run(go)
+
+
+def proxy_trust(forwarded_allow_ips: str) -> dict[str, Any]:
+    """uvicorn's settings for trusting these proxies' forwarding headers, and no one else's.
+
+    uvicorn trusts loopback by default: any local process (a sidecar, another tenant's
+    container on the host network) could then choose the client address that the sign-in
+    throttle counts by."""
+    trusted = ",".join(a.strip() for a in forwarded_allow_ips.split(",") if a.strip())
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
 
 
 async def _ensure_demo(runtime: Any) -> None:

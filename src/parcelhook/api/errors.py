@@ -76,6 +76,9 @@ def install_error_handlers(app: FastAPI) -> None:
         ):
             page: Response = html_not_found(request)
             return page
+        if exc.status_code == 400 and isinstance(exc.__cause__, (UnicodeError, RecursionError)):
+            # FastAPI's own 400 for a JSON body that is not UTF-8 or nests too deep
+            return error_response(400, "malformed_json", "The request body is not valid JSON.")
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         response = error_response(exc.status_code, code, str(exc.detail))
         if exc.headers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from parcelhook.domain import keys, systems, targets
 from parcelhook.domain.errors import InvalidInput
@@ -112,6 +113,11 @@ def parse_changes(data: Any, *, creating: bool) -> IntegrationChanges:
     if creating and shop_name is None:
         raise InvalidInput("shop_name is required.", field="shop_name", code="required")
     shop_url = _str_field(data, "shop_url", 2048)
+    if shop_url and _scheme(shop_url) not in ("http", "https"):
+        # shown as a link in the panel: javascript: and data: URLs would run there
+        raise InvalidInput(
+            "shop_url must be an http:// or https:// URL.", field="shop_url", code="invalid_url"
+        )
     system = data.get("system")
     if (system is not None or creating) and (
         not isinstance(system, str) or not systems.is_known_system(system)
@@ -156,3 +162,10 @@ def check_webhook_settings(active: bool, url: str | None, policy: TargetPolicy) 
         )
         if problem:
             raise InvalidInput(problem, field="webhook_url", code="invalid_url")
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url.strip()).scheme.lower()
+    except ValueError:
+        return ""

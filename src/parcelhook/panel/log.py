@@ -38,7 +38,7 @@ async def health(panel: Panel, account_id: int, integration: Integration) -> Hea
 
 def waiting_notice(count: str) -> str | None:
     """The notice after "Retry all now", from the count it redirected with."""
-    if not count.isdigit():
+    if not (count.isascii() and count.isdigit()):
         return None
     noun = "delivery is" if count == "1" else "deliveries are"
     return f"{count} waiting {noun} being sent now."
@@ -61,7 +61,10 @@ async def log(
         integration_id=integration.id,
         status=status or None,
         # a hand-edited query is ignored, not answered with an error
-        before_id=int(before) if before.isdigit() and len(before) < 19 else None,
+        # (isdigit alone accepts '²', which int() refuses)
+        before_id=int(before)
+        if before.isascii() and before.isdigit() and len(before) < 19
+        else None,
         limit=PAGE_SIZE,
     )
     older = None
@@ -71,7 +74,7 @@ async def log(
     notice = _NOTICES.get(request.query_params.get("notice", ""))
     if request.query_params.get("notice") == "sent":
         notice = waiting_notice(count)
-    elif notice and count.isdigit():
+    elif notice and count.isascii() and count.isdigit():
         noun = "delivery" if count == "1" else "deliveries"
         notice = f"{count} failed {noun} queued for redelivery."
     return panel.page(

@@ -9,7 +9,9 @@ Lists are passed as JSON arrays (`json_each`), which keeps the SQL text fixed to
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -91,6 +93,15 @@ WHERE (id IN (SELECT value FROM json_each(?1)) AND failing_since_ms IS NOT NULL)
 """
 
 NEXT_DUE_SQL = "SELECT min(next_attempt_ms) FROM deliveries WHERE status = 'pending'"
+
+
+def create_private(path: str | None) -> None:
+    """Create the database file readable by its owner only, unless it exists: it holds
+    account data and ciphertexts, and SQLite gives its -wal and -shm files the same mode."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 async def connect(path: str) -> aiosqlite.Connection:

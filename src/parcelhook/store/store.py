@@ -61,6 +61,7 @@ class Store:
     def open(cls, url: str, box: SecretBox, *, pool_size: int = 10) -> Store:
         url = normalise_url(url)
         if url.startswith("sqlite"):
+            sqlite.create_private(make_url(url).database)
             # hide_parameters: a failed statement's error must not carry ciphertexts into logs
             engine = create_async_engine(url, isolation_level="AUTOCOMMIT", hide_parameters=True)
             from sqlalchemy import event
