@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select, text
 
 from parcelhook import __version__
-from parcelhook.api import integrations, parcels, webhooks
+from parcelhook.api import integrations, parcels, tracking, webhooks
 from parcelhook.api.errors import BodyLimit, install_error_handlers
 from parcelhook.panel import install_panel
 from parcelhook.runtime import Runtime
@@ -41,7 +41,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     app.state.service = runtime.service
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
-    for router in (integrations.router, parcels.router, webhooks.router):
+    for router in (integrations.router, parcels.router, tracking.router, webhooks.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])

@@ -424,6 +424,66 @@ def account_create(email: str, password: str, as_json: bool, database_url: str) 
         )
 
 
+@main.command("import-tracking")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--account", "email", required=True, help="E-mail of the account the parcels are of.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1000),
+    default=1000,
+    show_default=True,
+    help="Updates per transaction.",
+)
+@_database_option
+def import_tracking(file: Path, email: str, batch: int, database_url: str) -> None:
+    """Apply carrier tracking updates from FILE (CSV with a header, or JSON lines).
+
+    Each status change sends `parcel_status_changed` as the API's would. Lines that fail
+    are listed on stderr (and the exit status is 1); the others are applied.
+    """
+    from parcelhook.domain.errors import NotFound
+    from parcelhook.tools import tracking_file
+
+    settings = _settings(database_url, dispatcher=False)
+    with file.open(encoding="utf-8", newline="") as f:
+        as_csv = tracking_file.is_csv(file, f.read(4096))
+    total = max(tracking_file.count_lines(file) - (1 if as_csv else 0), 0)
+
+    async def go() -> dict[str, int]:
+        from parcelhook.runtime import Runtime
+
+        runtime = Runtime(settings)
+        counts = {"changed": 0, "unchanged": 0, "failed": 0}
+        try:
+            async with runtime.store.reading() as r:
+                found = await r.account_by_email(email.strip().lower())
+            if found is None:
+                raise NotFound(f"No account has the e-mail {email}.")
+            with (
+                file.open(encoding="utf-8", newline="") as f,
+                click.progressbar(length=total, label="importing", file=sys.stderr) as bar,
+            ):
+                lines = tracking_file.read_updates(f, as_csv)
+                while True:
+                    chunk = [x for _, x in zip(range(batch), lines, strict=False)]
+                    if not chunk:
+                        break
+                    results = await runtime.service.track_many(found[0], [x for _, x in chunk])
+                    for (line, _), result in zip(chunk, results, strict=True):
+                        counts[result.outcome] += 1
+                        if result.error is not None:
+                            click.echo(f"line {line}: {result.error.message}", err=True)
+                    bar.update(len(chunk))
+            return counts
+        finally:
+            await runtime.stop()
+
+    counts = _run(go)
+    click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))
+    if counts["failed"]:
+        sys.exit(1)
+
+
 def _register_tools() -> None:
     with contextlib.suppress(ImportError):
         from parcelhook.tools.listen import listen_command

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -19,7 +20,7 @@ from parcelhook import __version__
 from parcelhook.delivery.sender import Sender, check_target_resolves
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import events as ev
-from parcelhook.domain import keys, signing, systems
+from parcelhook.domain import keys, signing, systems, tracking
 from parcelhook.domain.clock import Clock
 from parcelhook.domain.deliveries import Delivery
 from parcelhook.domain.errors import Conflict, InvalidInput, NotFound
@@ -33,7 +34,7 @@ from parcelhook.domain.integrations import (
 )
 from parcelhook.domain.parcels import NewParcel, Parcel, Refund, parse_new_parcel
 from parcelhook.domain.retry import AttemptResult
-from parcelhook.domain.statuses import ParcelStatus, is_known_status
+from parcelhook.domain.statuses import ParcelStatus
 from parcelhook.domain.text import check_text, has_nul
 from parcelhook.store import Store, Tx, webhook_log
 from parcelhook.store.webhook_log import Health
@@ -277,19 +278,7 @@ class Service:
     async def change_status(
         self, account_id: int, parcel_id: int, status_id: Any, carrier_ms: Any = None
     ) -> Parcel:
-        if isinstance(status_id, bool) or not isinstance(status_id, int):
-            raise InvalidInput("status_id must be an integer.", field="status_id")
-        if not is_known_status(status_id):
-            raise InvalidInput(
-                f"Unknown parcel status id {status_id}.", field="status_id", code="unknown_status"
-            )
-        if carrier_ms is not None and (
-            isinstance(carrier_ms, bool) or not isinstance(carrier_ms, int) or carrier_ms < 0
-        ):
-            raise InvalidInput(
-                "carrier_status_change_timestamp must be milliseconds since the epoch.",
-                field="carrier_status_change_timestamp",
-            )
+        tracking.check_status(status_id, carrier_ms)
         async with self.store.transaction() as tx:
             # locked, so the same change made twice at once emits one event
             parcel = await tx.parcel(account_id, parcel_id, lock=True)
@@ -297,6 +286,73 @@ class Service:
                 return parcel  # no change, no event
             now = self.clock.now_ms()  # inside the lock: events follow commit order
             return await self._set_status(tx, parcel, status_id, now, carrier_ms)
+
+    async def track_many(
+        self, account_id: int, items: Sequence[Any]
+    ) -> list[tracking.TrackingResult]:
+        """Carrier tracking updates, committed with their events in one transaction.
+
+        Each item gets a result in its place: a malformed item, or a parcel this account
+        does not have (another tenant's included), fails alone and the rest still apply.
+        """
+        if not 1 <= len(items) <= tracking.MAX_BATCH:
+            raise InvalidInput(
+                f"tracking_updates must hold 1 to {tracking.MAX_BATCH} updates.",
+                field="tracking_updates",
+            )
+        parsed: list[tracking.TrackingUpdate | tracking.TrackingResult] = []
+        for item in items:
+            try:
+                parsed.append(tracking.parse_update(item))
+            except InvalidInput as exc:
+                pid = tracking.item_parcel_id(item)
+                parsed.append(tracking.TrackingResult(pid, tracking.FAILED, error=exc))
+        wanted = {u.parcel_id for u in parsed if isinstance(u, tracking.TrackingUpdate)}
+        if not wanted:
+            return [u for u in parsed if isinstance(u, tracking.TrackingResult)]
+        results: list[tracking.TrackingResult] = []
+        async with self.store.transaction() as tx:
+            parcels = await tx.parcels_for_update(account_id, wanted)
+            now = self.clock.now_ms()  # inside the lock, as for one change
+            owners = await tx.integrations_by_ids({p.integration_id for p in parcels.values()})
+            changed: dict[int, Parcel] = {}
+            batch: list[tuple[Event, list[Integration]]] = []
+            for u in parsed:
+                if isinstance(u, tracking.TrackingResult):
+                    results.append(u)
+                    continue
+                parcel = parcels.get(u.parcel_id)
+                if parcel is None:
+                    missing = NotFound("No such parcel.", field="parcel_id")
+                    results.append(
+                        tracking.TrackingResult(u.parcel_id, tracking.FAILED, error=missing)
+                    )
+                    continue
+                if parcel.status_id == u.status_id:
+                    results.append(
+                        tracking.TrackingResult(u.parcel_id, tracking.UNCHANGED, u.status_id)
+                    )
+                    continue
+                parcel = replace(
+                    parcel,
+                    status_id=u.status_id,
+                    updated_ms=max(now, parcel.updated_ms + 1),
+                    carrier_status_change_ms=u.carrier_ms,
+                )
+                parcels[parcel.id] = changed[parcel.id] = parcel
+                # stamped with the stored change time, strictly increasing per parcel
+                payload = ev.parcel_status_changed(parcel, parcel.updated_ms)
+                owner = owners.get(parcel.integration_id)
+                batch.append(
+                    (
+                        ev.make_event(account_id, payload),
+                        ev.recipients(systems.PARCEL_STATUS_CHANGED, owner),
+                    )
+                )
+                results.append(tracking.TrackingResult(u.parcel_id, tracking.CHANGED, u.status_id))
+            await tx.set_parcel_statuses(list(changed.values()))
+            await tx.enqueue_many(batch, now)
+        return results
 
     async def cancel_parcel(self, account_id: int, parcel_id: int) -> Parcel:
         async with self.store.transaction() as tx:

@@ -282,6 +282,24 @@ async def _create_parcel(world: World, api: httpx.AsyncClient, _p: PanelSession)
     return found
 
 
+async def _track_many(world: World, api: httpx.AsyncClient, _p: PanelSession) -> list[str]:
+    # each of A's parcels must fail exactly as a parcel that exists nowhere does
+    found = []
+    for parcel_id in world.ids["parcel_id"]:
+        got, missing = [
+            await api.post(
+                "/api/v2/tracking-updates",
+                json={"tracking_updates": [{"parcel_id": pid, "status_id": 11}]},
+            )
+            for pid in (parcel_id, MISSING)
+        ]
+        strip = [{**x, "parcel_id": None} for x in got.json().get("results", [])]
+        expected = [{**x, "parcel_id": None} for x in missing.json().get("results", [])]
+        if got.status_code != missing.status_code or strip != expected:
+            found.append(f"tracking update of A's parcel {parcel_id}: {got.text[:200]}")
+    return found
+
+
 async def _events(world: World, api: httpx.AsyncClient, _p: PanelSession) -> list[str]:
     r = await api.get("/api/v2/webhook-events")
     return [f"B sees A's event {e}" for e in mentions_a(world, r.text)]
@@ -368,6 +386,7 @@ NO_ID_PROBES = {
     ("POST", "/api/v2/integrations"): _create_integration,
     ("GET", "/api/v2/parcels"): _list_parcels,
     ("POST", "/api/v2/parcels"): _create_parcel,
+    ("POST", "/api/v2/tracking-updates"): _track_many,
     ("GET", "/api/v2/webhook-events"): _events,
     ("GET", "/api/v2/webhook-deliveries"): _deliveries,
     ("POST", "/api/v2/webhook-deliveries/redeliver"): _redeliver_many,

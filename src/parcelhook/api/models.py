@@ -108,6 +108,26 @@ class StatusIn(_In):
     carrier_status_change_timestamp: int | None = Field(default=None, ge=0, le=MAX_MS)
 
 
+class TrackingUpdatesIn(_In):
+    """Items are checked one by one (a bad one fails alone), so they are any JSON here."""
+
+    tracking_updates: list[Any] = Field(
+        min_length=1,
+        max_length=1000,
+        json_schema_extra={
+            "items": {
+                "type": "object",
+                "required": ["parcel_id", "status_id"],
+                "properties": {
+                    "parcel_id": {"type": "integer"},
+                    "status_id": {"type": "integer", "enum": list(STATUS_MESSAGES)},
+                    "carrier_status_change_timestamp": {"type": "integer"},
+                },
+            }
+        },
+    )
+
+
 class RefundIn(_In):
     reason: str = Field(max_length=2000)
 
@@ -200,6 +220,20 @@ class ParcelOutEnvelope(BaseModel):
 class ParcelList(BaseModel):
     parcels: list[ParcelOut]
     next: str | None
+
+
+class TrackingResult(BaseModel):
+    parcel_id: int | None
+    result: Literal["changed", "unchanged", "failed"]
+    status: Status | None = None
+    error: ErrorBody | None = None
+
+
+class TrackingResults(BaseModel):
+    results: list[TrackingResult]
+    changed: int
+    unchanged: int
+    failed: int
 
 
 class RefundOut(BaseModel):

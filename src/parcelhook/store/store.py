@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import Row, and_, delete, insert, or_, select, text, update
+from sqlalchemy import Row, and_, bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -690,6 +690,49 @@ class Tx:
             )
         )
         return await self.parcel(parcel.account_id, parcel.id)
+
+    async def parcels_for_update(self, account_id: int, ids: Iterable[int]) -> dict[int, Parcel]:
+        """The account's parcels among `ids`, locked until the transaction ends (PostgreSQL;
+        SQLite's write transaction excludes other writers anyway), in id order."""
+        p = s.parcels
+        q = (
+            select(p)
+            .where(p.c.account_id == account_id, p.c.id.in_(sorted(set(ids))))
+            .order_by(p.c.id)
+        )
+        if not self.store.is_sqlite:
+            q = q.with_for_update()
+        return {r.id: _parcel_from_row(r) for r in await self.conn.execute(q)}
+
+    async def set_parcel_statuses(self, parcels: Sequence[Parcel]) -> None:
+        """Write the status fields of already-changed parcels, one statement for all."""
+        if not parcels:
+            return
+        p = s.parcels
+        await self.conn.execute(
+            update(p)
+            .where(p.c.id == bindparam("pid"))
+            .values(
+                status_id=bindparam("sid"),
+                updated_ms=bindparam("ums"),
+                carrier_status_change_ms=bindparam("cms"),
+            ),
+            [
+                {
+                    "pid": x.id,
+                    "sid": x.status_id,
+                    "ums": x.updated_ms,
+                    "cms": x.carrier_status_change_ms,
+                }
+                for x in parcels
+            ],
+        )
+
+    async def integrations_by_ids(self, ids: Iterable[int]) -> dict[int, Integration]:
+        """Any integrations, deleted or not: for routing, never for answering a tenant."""
+        i = s.integrations
+        rows = await self.conn.execute(select(i).where(i.c.id.in_(sorted(set(ids)))))
+        return {row.id: self.store.integration_from_row(row) for row in rows}
 
     async def create_refund(self, parcel: Parcel, reason: str, total: str, now_ms: int) -> Refund:
         r = s.refunds
