@@ -1,4 +1,4 @@
-"""Summarise a `py-spy record --format raw` profile: `python -m bench.profile FILE [TOP]`.
+"""Summarise a `py-spy record --format raw` profile: `python -m bench.profile FILE [TOP|--api]`.
 
 Prints the share of samples spent inside (inclusive) and at the top of (self) the
 hottest functions, and a coarse split by where the time goes (database, HTTP, signing…).
@@ -22,8 +22,46 @@ AREAS: tuple[tuple[str, str], ...] = (
 )
 
 
+# the API's write path (`python -m bench.profile FILE --api`): samples inside a request
+API_AREAS: tuple[tuple[str, str], ...] = (
+    ("secret decryption (Fernet)", r"Fernet\."),
+    ("hand-offs to aiosqlite's thread (sem_post)", r"SimpleQueue_put|sem_post"),
+    ("socket writes (each PostgreSQL statement; the answer)", r"^write \(libc"),
+    ("asyncpg protocol", r"asyncpg/"),
+    ("SQLAlchemy: building statements", r"sql/(selectable|elements|dml|coercions|operators)\.py"),
+    ("SQLAlchemy: compiling, executing, rows", r"sqlalchemy/"),
+    ("event payload (JSON body)", r"make_event|parcel_object|body_bytes"),
+    ("request parsing and validation", r"solve_dependencies|request_body_to_args|pydantic"),
+    ("response building", r"serialize_response|jsonable_encoder|JSONResponse"),
+    ("parcelhook's own code", r"parcelhook/"),
+    ("garbage collector", r"gc_collect"),
+)
+
+
 def _frames(stack: str) -> list[str]:
     return [f for f in stack.split(";") if f]
+
+
+def summarise_api(path: Path) -> str:
+    """Where a request's samples go: each sample counts for the first area any frame hits."""
+    areas: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = _frames(stack)
+        if not count_text.isdigit() or not any("run_asgi" in f for f in frames):
+            continue
+        count = int(count_text)
+        total += count
+        for label, pattern in API_AREAS:
+            if any(re.search(pattern, f) for f in frames):
+                areas[label] += count
+                break
+        else:
+            areas["other (uvicorn, Starlette, FastAPI routing, asyncio)"] += count
+    out = [f"{path}: {total} samples inside requests"]
+    out += [f"  {100 * n / max(total, 1):5.1f}%  {label}" for label, n in areas.most_common()]
+    return "\n".join(out)
 
 
 def summarise(path: Path, top: int = 25) -> str:
@@ -79,6 +117,9 @@ def _short(frame: str) -> str:
 
 
 def main() -> None:
+    if sys.argv[2:3] == ["--api"]:
+        print(summarise_api(Path(sys.argv[1])))
+        return
     top = int(sys.argv[2]) if len(sys.argv) > 2 else 25
     print(summarise(Path(sys.argv[1]), top))
 
