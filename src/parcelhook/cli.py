@@ -225,6 +225,15 @@ def _warn_targets(settings: Settings) -> None:
     show_default=True,
     help="Create the demo account if the database has none, and print how to sign in.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    envvar="PARCELHOOK_WORKERS",
+    show_default=True,
+    help="Processes serving on the port (PostgreSQL only); each runs a dispatcher too "
+    "unless --no-dispatcher.",
+)
 @_delivery_options
 def serve(
     host: str,
@@ -232,13 +241,22 @@ def serve(
     no_dispatcher: bool,
     forwarded_allow_ips: str,
     demo: bool,
+    workers: int,
     log_level: str,
     **kw: Any,
 ) -> None:
-    """Run the API, the panel and the dispatcher in one process."""
+    """Run the API, the panel and the dispatcher in one process (or --workers of them)."""
     _logging(log_level)
     settings = _delivery_settings(host=host, port=port, dispatcher=not no_dispatcher, **kw)
+    if workers > 1 and settings.database_url.startswith("sqlite"):
+        raise click.UsageError(
+            "--workers needs PostgreSQL: SQLite lets one process write at a time, so more "
+            "processes would only queue for its lock; on SQLite one process is the right shape."
+        )
     _warn_targets(settings)
+    if workers > 1:
+        _serve_workers(settings, workers, demo, log_level, proxy_trust(forwarded_allow_ips))
+        return
 
     async def go() -> None:
         import uvicorn
@@ -264,6 +282,44 @@ def serve(
         await server.serve()
 
     _run(go)
+
+
+def _serve_workers(
+    settings: Settings, workers: int, demo: bool, log_level: str, proxy: dict[str, Any]
+) -> None:
+    """`workers` uvicorn processes on one socket, each with its own runtime."""
+    import uvicorn
+
+    from parcelhook import asgi
+
+    async def prepare() -> None:
+        from parcelhook.runtime import Runtime
+
+        runtime = Runtime(settings)  # not started: no dispatcher in this process
+        try:
+            await runtime.store.migrate(runtime.clock.now_ms())
+            if demo:
+                await _ensure_demo(runtime)
+        finally:
+            await runtime.stop()
+
+    _run(prepare)
+    asgi.hand_down(settings, log_level)
+    click.echo(
+        f"parcelhook {__version__} serving on http://{settings.host}:{settings.port} "
+        f"with {workers} worker processes"
+    )
+    uvicorn.run(
+        "parcelhook.asgi:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=log_level == "debug",
+        lifespan="on",
+        **proxy,
+    )
 
 
 def proxy_trust(forwarded_allow_ips: str) -> dict[str, Any]:
