@@ -101,6 +101,16 @@ class Service:
         async with self.store.transaction() as tx:
             await tx.set_password(account_id, password_hash)
 
+    async def session_generation(self, account_id: int) -> int | None:
+        """Which panel sessions of the account still count (None: the account is gone)."""
+        async with self.store.reading() as r:
+            return await r.session_generation(account_id)
+
+    async def end_sessions(self, account_id: int) -> None:
+        """Sign the account out everywhere: in every process, and after restarts."""
+        async with self.store.transaction() as tx:
+            await tx.end_sessions(account_id)
+
     async def sign_in(self, email: str, password: str) -> int | None:
         """The account id when the password matches (always costs one hash, found or not)."""
         email = email.strip().lower()

@@ -60,7 +60,8 @@ async def login(request: Request) -> Response:
         return again(401, "That e-mail address and password do not match an account.")
     panel.throttle.succeeded(email, address)
     # a new session id and CSRF token: a cookie planted before sign-in is worthless after
-    panel.replace_session(request, Session.fresh(account_id))
+    generation = await panel.service.session_generation(account_id)
+    panel.replace_session(request, Session.fresh(account_id, generation or 0))
     return panel.redirect(request, target)
 
 
@@ -68,4 +69,4 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     panel = panel_of(request)
     await panel.checked_form(request)
-    return panel.sign_out(request)
+    return await panel.sign_out(request)

@@ -1,11 +1,14 @@
-"""Panel sessions: a signed cookie carrying the CSRF token and, once signed in, the account."""
+"""Panel sessions: a signed cookie carrying the CSRF token and, once signed in, the account.
+
+A signed cookie cannot be taken back, so a signed-in one also carries its account's session
+generation, which sign-out and a new password raise in the database: older cookies are then
+refused by every process, also after a restart (`Panel.verify_session`)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,11 +30,13 @@ class Session:
     sid: str
     csrf: str
     account_id: int | None = None
+    # the account's session generation when it signed in
+    generation: int = 0
 
     @classmethod
-    def fresh(cls, account_id: int | None = None) -> Session:
+    def fresh(cls, account_id: int | None = None, generation: int = 0) -> Session:
         """A new session id and CSRF token (new on sign-in, so a planted cookie is useless)."""
-        return cls(secrets.token_urlsafe(16), secrets.token_urlsafe(32), account_id)
+        return cls(secrets.token_urlsafe(16), secrets.token_urlsafe(32), account_id, generation)
 
     def csrf_matches(self, token: object) -> bool:
         return isinstance(token, str) and secrets.compare_digest(
@@ -40,31 +45,26 @@ class Session:
 
 
 class SessionCodec:
-    """Signs sessions into cookie values and back; remembers signed-out ones until they expire."""
+    """Signs sessions into cookie values and back (it keeps no state)."""
 
     def __init__(self, secret: bytes) -> None:
         self._serializer = URLSafeTimedSerializer(secret, salt="parcelhook.panel.session")
-        # a signed cookie stays valid until it expires, so sign-out has to be remembered
-        self._revoked: dict[str, float] = {}
 
     def dumps(self, session: Session) -> str:
-        return self._serializer.dumps([session.sid, session.csrf, session.account_id])
+        return self._serializer.dumps(
+            [session.sid, session.csrf, session.account_id, session.generation]
+        )
 
     def loads(self, value: str | None) -> Session | None:
         if not value:
             return None
         try:
             data: Any = self._serializer.loads(value, max_age=MAX_AGE_S)
-            sid, csrf, account_id = data
+            sid, csrf, account_id, generation = data
         except (BadSignature, ValueError, TypeError):
             return None
-        if not (isinstance(sid, str) and isinstance(csrf, str)) or sid in self._revoked:
+        if not (isinstance(sid, str) and isinstance(csrf, str) and type(generation) is int):
             return None
-        if account_id is not None and not isinstance(account_id, int):
+        if account_id is not None and type(account_id) is not int:
             return None
-        return Session(sid, csrf, account_id)
-
-    def revoke(self, session: Session) -> None:
-        now = time.time()
-        self._revoked = {sid: until for sid, until in self._revoked.items() if until > now}
-        self._revoked[session.sid] = now + MAX_AGE_S
+        return Session(sid, csrf, account_id, generation)

@@ -17,6 +17,8 @@ class SignInThrottle:
 
     Every attempt counts as a failure before the password is checked, and a success takes
     it back: parallel guesses cannot slip through while the hash is being computed.
+    Per process, in memory, on purpose: in the database every guess would cost a write
+    (docs/security.md says what that means with several processes).
     """
 
     def __init__(

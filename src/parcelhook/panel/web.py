@@ -177,8 +177,21 @@ class Panel:
     def redirect(self, request: Request, url: str) -> Response:
         return self._finish(request, RedirectResponse(url, status_code=303))
 
-    def sign_out(self, request: Request) -> Response:
-        self.codec.revoke(self.session(request))
+    async def verify_session(self, request: Request) -> None:
+        """Turn a signed-in session whose account has since signed out (or changed its
+        password, or gone) into an anonymous one: one indexed read per panel request."""
+        session = self.session(request)
+        if session.account_id is None:
+            return
+        current = await self.service.session_generation(session.account_id)
+        if current != session.generation:
+            self.replace_session(request, Session.fresh())
+
+    async def sign_out(self, request: Request) -> Response:
+        """End every session of the account (anonymous: only this one, at no cost)."""
+        account_id = self.session(request).account_id
+        if account_id is not None:
+            await self.service.end_sessions(account_id)
         self.replace_session(request, Session.fresh())
         return self.redirect(request, "/login")
 

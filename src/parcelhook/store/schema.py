@@ -32,6 +32,8 @@ accounts = Table(
     Column("email", String(320), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     Column("created_ms", Ms, nullable=False),
+    # raised by sign-out and a new password: panel sessions of an older one are refused
+    Column("session_generation", Integer, nullable=False, server_default="0"),
 )
 
 integrations = Table(

@@ -488,9 +488,28 @@ class Tx:
         return (row.id, row.password_hash) if row else None
 
     async def set_password(self, account_id: int, password_hash: str) -> None:
+        """A new password, which also ends every panel session of the account."""
         a = s.accounts
         await self.conn.execute(
-            update(a).where(a.c.id == account_id).values(password_hash=password_hash)
+            update(a)
+            .where(a.c.id == account_id)
+            .values(password_hash=password_hash, session_generation=a.c.session_generation + 1)
+        )
+
+    async def session_generation(self, account_id: int) -> int | None:
+        """The account's session generation; None when there is no such account."""
+        a = s.accounts
+        q = select(a.c.session_generation).where(a.c.id == account_id)
+        found = (await self.conn.execute(q)).scalar()
+        return None if found is None else int(found)
+
+    async def end_sessions(self, account_id: int) -> None:
+        """Refuse every panel session of the account signed until now."""
+        a = s.accounts
+        await self.conn.execute(
+            update(a)
+            .where(a.c.id == account_id)
+            .values(session_generation=a.c.session_generation + 1)
         )
 
     async def create_integration(
