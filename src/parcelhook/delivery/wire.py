@@ -34,6 +34,9 @@ READ_LIMIT = 64 * 1024
 EXCERPT_LIMIT = 1024
 # an answer's status line and headers together; a hostile endpoint cannot grow it further
 HEAD_LIMIT = 64 * 1024
+# every byte of one exchange (head, body with its chunk framing, trailers): past it the
+# answer is what arrived so far, and the connection is dropped
+EXCHANGE_LIMIT = HEAD_LIMIT + 2 * READ_LIMIT + HEAD_LIMIT
 # idle connections older than this are closed rather than reused: many servers drop idle
 # keep-alive connections after 5–75 s, and a request on a dropped one fails for nothing
 KEEPALIVE_S = 15.0
@@ -146,6 +149,14 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
+        # what aiohttp's own llhttp parser allows (aiohttp/_http_parser.pyx): bare-LF line
+        # ends, obs-fold and odd header bytes, spaces after a chunk size; strict, these
+        # real servers' answers were failures, retried and delivered twice
+        self._parser.set_dangerous_leniencies(
+            lenient_headers=True,
+            lenient_optional_cr_before_lf=True,
+            lenient_spaces_after_chunk_size=True,
+        )
         self._waiter: asyncio.Future[Answer] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reset()
@@ -155,6 +166,8 @@ class Connection(asyncio.Protocol):
         self._head_size = 0
         self._headers_done = False
         self._framed = False  # Content-Length or chunked: the body's end is known
+        self._encoded: bool | None = None  # Transfer-Encoding seen: does it end in chunked
+        self._received = 0
         self._retry_after: str | None = None
         self._excerpt = bytearray()
         self._size = 0
@@ -214,6 +227,15 @@ class Connection(asyncio.Protocol):
         if self._waiter is None:
             self.close()  # bytes nobody asked for: the connection's state is unknown
             return
+        self._received += len(data)
+        if self._received > EXCHANGE_LIMIT:
+            # an endless chunked trailer, or a body in one-byte chunks: enough was read
+            if self._headers_done:
+                self._finish(self._answer())
+            else:
+                self._fail(InvalidResponse("response head too large"))
+            self.close()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -251,11 +273,18 @@ class Connection(asyncio.Protocol):
         lower = name.lower()
         if lower == b"retry-after":
             self._retry_after = value.decode("latin-1")
-        elif lower == b"content-length" or lower == b"transfer-encoding":
+        elif lower == b"content-length":
             self._framed = True
+        elif lower == b"transfer-encoding":
+            # only a final `chunked` frames the body; otherwise it ends with the connection
+            # (RFC 9112 6.3), as llhttp reads it too
+            last = value.rsplit(b",", 1)[-1].strip().lower()
+            self._encoded = last == b"chunked"
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        if self._encoded is not None:  # Transfer-Encoding overrides Content-Length
+            self._framed = self._encoded
         self._status = self._parser.get_status_code()
         if self._status < 200 or self._status in (204, 304):
             self._framed = True  # no body
