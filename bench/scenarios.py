@@ -15,7 +15,7 @@ import asyncpg
 from bench import fixtures
 from bench.fixtures import Events
 from bench.procs import CpuMeter, Receiver, Worker
-from parcelhook.delivery.dispatcher import USER_AGENT
+from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.domain import signing
 from parcelhook.domain.events import Event
 from parcelhook.domain.integrations import Integration

@@ -8,14 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import func, select, text
 
 from parcelhook import __version__
 from parcelhook.api import integrations, parcels, tracking, webhooks
 from parcelhook.api.errors import BodyLimit, install_error_handlers
 from parcelhook.panel import install_panel
 from parcelhook.runtime import Runtime
-from parcelhook.store import schema
 
 
 def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
@@ -46,8 +44,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, Any]:
-        async with runtime.store.reading() as r:
-            await r.conn.execute(text("SELECT 1"))
+        await runtime.store.ping()
         return {
             "status": "ok",
             "version": __version__,
@@ -56,10 +53,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics(_request: Request) -> str:
-        d = schema.deliveries
-        async with runtime.store.reading() as r:
-            rows = await r.conn.execute(select(d.c.status, func.count()).group_by(d.c.status))
-            counts = {status: n for status, n in rows}
+        counts = await runtime.store.delivery_counts()
         lines = [
             "# HELP parcelhook_deliveries Deliveries by status.",
             "# TYPE parcelhook_deliveries gauge",

@@ -419,7 +419,7 @@ async def _pending_sql(database_url: str) -> str:
     from sqlalchemy.engine import make_url
 
     from parcelhook.store import migrations
-    from parcelhook.store.store import normalise_url
+    from parcelhook.store.engine import normalise_url
 
     url = normalise_url(database_url)
     since = None

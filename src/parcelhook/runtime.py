@@ -8,12 +8,12 @@ import logging
 
 from parcelhook.config import Settings
 from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
+from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain.clock import Clock, SystemClock
-from parcelhook.service import USER_AGENT, Service
+from parcelhook.service import Service
+from parcelhook.store import Store
 from parcelhook.store.crypto import SecretBox, load_master_key
-from parcelhook.store.postgres import DeliveryListener
-from parcelhook.store.store import Store
 
 log = logging.getLogger("parcelhook")
 
@@ -45,7 +45,6 @@ class Runtime:
         self.dispatcher: Dispatcher | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._listener: DeliveryListener | None = None
 
     async def start(self, *, migrate: bool = True) -> None:
         if migrate:
@@ -66,7 +65,7 @@ class Runtime:
         )
         await sender.start()
         self.dispatcher = Dispatcher(
-            self.store,
+            self.store.queue,
             sender,
             self.clock,
             policy=s.retry,
@@ -77,10 +76,7 @@ class Runtime:
             ),
         )
         self.store.on_enqueue(self.dispatcher.wake)
-        if not self.store.is_sqlite:
-            listener = DeliveryListener(s.database_url, self.dispatcher.wake)
-            listener.start()
-            self._listener = listener
+        self.store.listen(self.dispatcher.wake)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(self._stop)))
         self._tasks.append(asyncio.create_task(self._prune_forever()))
         return self.dispatcher
@@ -106,8 +102,6 @@ class Runtime:
         self._stop.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._listener is not None:
-            await self._listener.stop()
         if self.dispatcher is not None:
             await self.dispatcher.sender.close()
         await self.test_sender.close()

@@ -16,11 +16,11 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from parcelhook import __version__
+from parcelhook.delivery.headers import delivery_headers
 from parcelhook.delivery.sender import Sender, check_target_resolves
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import events as ev
-from parcelhook.domain import keys, signing, systems, tracking
+from parcelhook.domain import keys, systems, tracking
 from parcelhook.domain.clock import Clock
 from parcelhook.domain.deliveries import Delivery
 from parcelhook.domain.errors import Conflict, InvalidInput, NotFound
@@ -39,7 +39,6 @@ from parcelhook.domain.text import check_text, has_nul
 from parcelhook.store import Store, Tx, webhook_log
 from parcelhook.store.webhook_log import Health
 
-USER_AGENT = f"parcelhook/{__version__}"
 # the public_key column's width: a longer one cannot name an integration
 _PUBLIC_KEY_MAX = 64
 _hasher = PasswordHasher()
@@ -231,27 +230,16 @@ class Service:
         now = self.clock.now_ms()
         payload = ev.test_webhook(integration.id, integration.shop_name, integration.system, now)
         event = ev.make_event(account_id, payload)
-        result = await self.sender.send(
-            url, event.body, self.headers_for(event, integration, now, key)
+        headers = delivery_headers(
+            integration, msg_id=event.id, body=event.body, at_ms=now, signature_key=key
         )
+        result = await self.sender.send(url, event.body, headers)
         return TestResult(
             delivered=result.succeeded,
             status_code=result.status_code,
             duration_ms=result.duration_ms,
             response_excerpt=result.response_excerpt,
             error=result.error if result.error else _status_problem(result),
-        )
-
-    def headers_for(
-        self, event: Event, integration: Integration, now_ms: int, key: str | None = None
-    ) -> dict[str, str]:
-        return signing.webhook_headers(
-            body=event.body,
-            msg_id=event.id,
-            timestamp=now_ms // 1000,
-            signature_key=key or integration.signing_key,
-            webhook_secrets=integration.webhook_secrets(now_ms),
-            user_agent=USER_AGENT,
         )
 
     # -- parcels ----------------------------------------------------------------------

@@ -31,7 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from parcelhook.store.store import normalise_url
+from parcelhook.store.engine import normalise_url
 from support.harness import MASTER_KEY, eventually
 from support.hostile_receiver import HostileReceiver, Mode
 

@@ -32,7 +32,7 @@ async def test_a_black_hole_does_not_delay_a_healthy_endpoint(harness: HarnessFa
             )
         config = DispatcherConfig(lane_concurrency=2, lane_backlog=4, batch_size=8)
         async with Sender(timeout=3, allow_private=True, allow_http=True) as sender:
-            dispatcher = Dispatcher(h.store, sender, h.runtime.clock, config=config)
+            dispatcher = Dispatcher(h.store.queue, sender, h.runtime.clock, config=config)
             stop = asyncio.Event()
             run = asyncio.create_task(dispatcher.run(stop))
             started = asyncio.get_running_loop().time()
@@ -74,7 +74,7 @@ async def test_a_lease_expiring_mid_flight_never_sends_twice(harness: HarnessFac
         )
         config = DispatcherConfig(lease_ms=60_000)
         async with Sender(timeout=1.5, allow_private=True, allow_http=True) as sender:
-            dispatcher = Dispatcher(h.store, sender, clock, config=config)
+            dispatcher = Dispatcher(h.store.queue, sender, clock, config=config)
             stop = asyncio.Event()
             run = asyncio.create_task(dispatcher.run(stop))
             await rx.wait_for_requests(1)
@@ -114,7 +114,7 @@ async def test_a_timing_out_endpoint_is_probed_one_request_at_a_time(
             )
         config = DispatcherConfig(lane_concurrency=4, lane_backlog=64, batch_size=64)
         async with Sender(timeout=0.4, allow_private=True, allow_http=True) as sender:
-            dispatcher = Dispatcher(h.store, sender, h.runtime.clock, config=config)
+            dispatcher = Dispatcher(h.store.queue, sender, h.runtime.clock, config=config)
             stop = asyncio.Event()
             run = asyncio.create_task(dispatcher.run(stop))
             await rx.wait_for_requests(4)  # the lane starts at full concurrency

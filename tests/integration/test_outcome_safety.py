@@ -15,8 +15,8 @@ from cryptography.fernet import Fernet
 from parcelhook.delivery.dispatcher import REFUSED, record_isolating
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import events as ev
-from parcelhook.domain.deliveries import Outcome
 from parcelhook.domain.integrations import IntegrationChanges
+from parcelhook.domain.outcome import Health, Outcome, OutcomeDecision
 from parcelhook.domain.retry import AttemptResult, Verdict
 from parcelhook.store import Store
 from parcelhook.store.crypto import SecretBox
@@ -36,6 +36,12 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     await st.close()
 
 
+def _delivered(delivery_id: int, integration_id: int, result: AttemptResult) -> Outcome:
+    # as recorded whatever the policy says, the attempt's error as its note
+    decision = OutcomeDecision(Verdict.DELIVERED, dl.DELIVERED, NOW, result.error, Health.OK, True)
+    return Outcome(delivery_id, integration_id, "w", NOW, result, decision)
+
+
 async def _claimed(store: Store, n: int) -> tuple[int, list[int]]:
     async with store.transaction() as tx:
         account = await tx.create_account("x@example.com", "hash", NOW)
@@ -51,16 +57,14 @@ async def _claimed(store: Store, n: int) -> tuple[int, list[int]]:
             for _ in range(n)
         ]
         await tx.enqueue_many([(e, [integration]) for e in events], NOW)
-    claimed = await store.claim_due("w", NOW, 60_000, n)
+    claimed = await store.queue.claim_due("w", NOW, 60_000, n)
     return integration.id, [c.id for c in claimed]
 
 
 async def test_what_an_endpoint_sent_is_stored_safely_on_both_engines(store: Store) -> None:
     integration, (a,) = await _claimed(store, 1)
     answer = AttemptResult(200, 5, "gz\x00\x01\x7f\ud800 ok\n\tend", error="bad \x00 byte")
-    await store.record_outcomes(
-        [Outcome(a, integration, Verdict.DELIVERED, NOW, answer, lease="w")]
-    )
+    await store.queue.record_outcomes([_delivered(a, integration, answer)])
     async with store.reading() as r:
         account = (await r.integration_by_id(integration)).account_id  # type: ignore[union-attr]
         d = await r.delivery(account, a)
@@ -76,13 +80,13 @@ async def test_a_row_the_database_refuses_is_isolated_and_the_rest_recorded(
 ) -> None:
     integration, ids = await _claimed(store, 4)
     ok = AttemptResult(200, 5, "fine")
-    outcomes = [Outcome(i, integration, Verdict.DELIVERED, NOW, ok, lease="w") for i in ids]
+    outcomes = [_delivered(i, integration, ok) for i in ids]
     # an attempt for a delivery that does not exist breaks a foreign key: the whole
     # statement fails, on either engine, as a NUL byte did on PostgreSQL
-    refused = Outcome(10**12, integration, Verdict.DELIVERED, NOW, ok, lease="w")
+    refused = _delivered(10**12, integration, ok)
     batch = [*outcomes[:2], refused, *outcomes[2:]]
     settled: list[Outcome] = []
-    await record_isolating(store, batch, settled)
+    await record_isolating(store.queue, batch, settled)
     assert sorted(o.delivery_id for o in settled) == sorted(o.delivery_id for o in batch)
     async with store.reading() as r:
         account = (await r.integration_by_id(integration)).account_id  # type: ignore[union-attr]

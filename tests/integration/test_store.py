@@ -14,15 +14,19 @@ from sqlalchemy import func, select
 
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import events as ev
-from parcelhook.domain.deliveries import Claimed, Outcome
+from parcelhook.domain.deliveries import Claimed
 from parcelhook.domain.integrations import Integration, IntegrationChanges
-from parcelhook.domain.retry import AttemptResult, Verdict
+from parcelhook.domain.outcome import Outcome, decide_outcome
+from parcelhook.domain.retry import AttemptResult, RetryPolicy, Verdict
 from parcelhook.store import Store, migrations, sqlite
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 
 NOW = 1_800_000_000_000
 LEASE = 60_000
+# one retry, 300 s after the first attempt, unjittered; and none at all
+RETRY_ONCE = RetryPolicy(delays=(300.0,), jitter=0.0)
+NO_RETRY = RetryPolicy(delays=())
 
 
 @pytest.fixture
@@ -31,6 +35,25 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     assert await st.migrate(NOW) == migrations.revisions()
     yield st
     await st.close()
+
+
+def _outcome(
+    c: Claimed,
+    lease: str,
+    at_ms: int,
+    result: AttemptResult,
+    verdict: Verdict,
+    policy: RetryPolicy = RETRY_ONCE,
+) -> Outcome:
+    decision = decide_outcome(
+        result,
+        attempt_count=c.attempt_count,
+        schedule_base=c.schedule_base,
+        policy=policy,
+        at_ms=at_ms,
+    )
+    assert decision.verdict is verdict
+    return Outcome(c.id, c.integration_id, lease, at_ms, result, decision)
 
 
 async def _integration(store: Store, url: str = "https://example.com/hook") -> Integration:
@@ -102,30 +125,30 @@ async def test_a_failed_transaction_leaves_neither_change_nor_event(store: Store
 async def test_concurrent_claims_never_hand_out_a_delivery_twice(store: Store) -> None:
     integration = await _integration(store)
     await _enqueue(store, integration, 50)
-    claims = await asyncio.gather(*(store.claim_due(f"w{i}", NOW, LEASE, 10) for i in range(6)))
+    claims = await asyncio.gather(
+        *(store.queue.claim_due(f"w{i}", NOW, LEASE, 10) for i in range(6))
+    )
     ids = [c.id for batch in claims for c in batch]
     assert len(ids) == 50 and len(set(ids)) == 50
-    assert await store.claim_due("late", NOW, LEASE, 10) == []
+    assert await store.queue.claim_due("late", NOW, LEASE, 10) == []
     assert all(c.body.startswith(b'{"action": "integration_updated"') for c in claims[0])
 
 
 async def test_expired_leases_are_taken_over_and_the_old_owner_is_fenced(store: Store) -> None:
     integration = await _integration(store)
     await _enqueue(store, integration, 1)
-    (mine,) = await store.claim_due("crashed", NOW, LEASE, 10)
-    assert await store.claim_due("other", NOW + LEASE - 1, LEASE, 10) == []
-    (theirs,) = await store.claim_due("other", NOW + LEASE, LEASE, 10)
+    (mine,) = await store.queue.claim_due("crashed", NOW, LEASE, 10)
+    assert await store.queue.claim_due("other", NOW + LEASE - 1, LEASE, 10) == []
+    (theirs,) = await store.queue.claim_due("other", NOW + LEASE, LEASE, 10)
     assert theirs.id == mine.id
     ok = AttemptResult(200, 5, "ok")
     # the crashed owner's late write changes nothing; the new owner's counts
-    await store.record_outcomes(
-        [Outcome(mine.id, integration.id, Verdict.DELIVERED, NOW + LEASE, ok, lease="crashed")]
+    await store.queue.record_outcomes(
+        [_outcome(mine, "crashed", NOW + LEASE, ok, Verdict.DELIVERED)]
     )
     async with store.reading() as r:
         assert (await r.delivery(integration.account_id, mine.id)).status == dl.PENDING
-    await store.record_outcomes(
-        [Outcome(mine.id, integration.id, Verdict.DELIVERED, NOW + LEASE, ok, lease="other")]
-    )
+    await store.queue.record_outcomes([_outcome(mine, "other", NOW + LEASE, ok, Verdict.DELIVERED)])
     async with store.reading() as r:
         d = await r.delivery(integration.account_id, mine.id)
     assert d.status == dl.DELIVERED and d.attempt_count == 1
@@ -134,12 +157,12 @@ async def test_expired_leases_are_taken_over_and_the_old_owner_is_fenced(store: 
 async def test_outcomes_schedule_retries_and_track_endpoint_health(store: Store) -> None:
     integration = await _integration(store)
     await _enqueue(store, integration, 2)
-    a, b = await store.claim_due("w", NOW, LEASE, 10)
+    a, b = await store.queue.claim_due("w", NOW, LEASE, 10)
     fail = AttemptResult(500, 12, "boom")
-    await store.record_outcomes(
+    await store.queue.record_outcomes(
         [
-            Outcome(a.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000, lease="w"),
-            Outcome(b.id, integration.id, Verdict.RETRY, NOW, fail, NOW + 300_000, lease="w"),
+            _outcome(a, "w", NOW, fail, Verdict.RETRY),
+            _outcome(b, "w", NOW, fail, Verdict.RETRY),
         ],
     )
     async with store.reading() as r:
@@ -148,28 +171,14 @@ async def test_outcomes_schedule_retries_and_track_endpoint_health(store: Store)
     assert (d.status, d.attempt_count, d.next_attempt_ms) == (dl.PENDING, 1, NOW + 300_000)
     assert d.attempts[0].status_code == 500 and d.attempts[0].response_excerpt == "boom"
     assert health.failing_since_ms == NOW
-    assert await store.next_due_ms() == NOW + 300_000
-    assert await store.claim_due("w", NOW + 299_999, LEASE, 10) == []
-    later = await store.claim_due("w", NOW + 300_000, LEASE, 10)
+    assert await store.queue.next_due_ms() == NOW + 300_000
+    assert await store.queue.claim_due("w", NOW + 299_999, LEASE, 10) == []
+    later = await store.queue.claim_due("w", NOW + 300_000, LEASE, 10)
     assert [c.attempt_count for c in later] == [1, 1]
-    await store.record_outcomes(
+    await store.queue.record_outcomes(
         [
-            Outcome(
-                later[0].id,
-                integration.id,
-                Verdict.DELIVERED,
-                NOW + 300_000,
-                AttemptResult(204, 3, ""),
-                lease="w",
-            ),
-            Outcome(
-                later[1].id,
-                integration.id,
-                Verdict.GONE,
-                NOW + 300_000,
-                AttemptResult(410, 3, ""),
-                lease="w",
-            ),
+            _outcome(later[0], "w", NOW + 300_000, AttemptResult(204, 3, ""), Verdict.DELIVERED),
+            _outcome(later[1], "w", NOW + 300_000, AttemptResult(410, 3, ""), Verdict.GONE),
         ],
     )
     async with store.reading() as r:
@@ -181,45 +190,31 @@ async def test_outcomes_schedule_retries_and_track_endpoint_health(store: Store)
 async def test_redelivery_restarts_the_schedule(store: Store) -> None:
     integration = await _integration(store)
     await _enqueue(store, integration, 1)
-    (c,) = await store.claim_due("w", NOW, LEASE, 10)
-    await store.record_outcomes(
+    (c,) = await store.queue.claim_due("w", NOW, LEASE, 10)
+    await store.queue.record_outcomes(
         [
-            Outcome(
-                c.id,
-                integration.id,
-                Verdict.FAILED,
-                NOW,
-                AttemptResult(None, 10_000, "", "timed out"),
-                lease="w",
+            _outcome(
+                c, "w", NOW, AttemptResult(None, 10_000, "", "timed out"), Verdict.FAILED, NO_RETRY
             )
         ],
     )
     async with store.transaction() as tx:
         assert await tx.redeliver(integration.account_id, NOW + 5, status=dl.FAILED) == 1
         assert await tx.redeliver(integration.account_id, NOW + 5, status=dl.FAILED) == 0
-    (again,) = await store.claim_due("w", NOW + 5, LEASE, 10)
+    (again,) = await store.queue.claim_due("w", NOW + 5, LEASE, 10)
     assert (again.attempt_count, again.schedule_base) == (1, 1)
 
 
 async def test_prune_drops_old_settled_payloads_in_batches(store: Store) -> None:
     integration = await _integration(store)
     await _enqueue(store, integration, 5)
-    claimed = await store.claim_due("w", NOW, LEASE, 10)
+    claimed = await store.queue.claim_due("w", NOW, LEASE, 10)
     ok = AttemptResult(200, 1, "ok")
-    await store.record_outcomes(
-        [Outcome(c.id, integration.id, Verdict.DELIVERED, NOW, ok, lease="w") for c in claimed[:4]]
+    await store.queue.record_outcomes(
+        [_outcome(c, "w", NOW, ok, Verdict.DELIVERED) for c in claimed[:4]]
     )
-    await store.record_outcomes(
-        [
-            Outcome(
-                claimed[4].id,
-                integration.id,
-                Verdict.FAILED,
-                NOW,
-                AttemptResult(500, 1, ""),
-                lease="w",
-            )
-        ],
+    await store.queue.record_outcomes(
+        [_outcome(claimed[4], "w", NOW, AttemptResult(500, 1, ""), Verdict.FAILED, NO_RETRY)],
     )
     assert await store.prune(NOW + 1, batch=3) == 3
     assert await store.prune(NOW + 1, batch=3) == 1
@@ -296,11 +291,11 @@ async def test_claims_take_each_integration_only_up_to_its_room_oldest_first(
         return {i: n for i in (a, b, c) if (n := sum(x.integration_id == i for x in claimed))}
 
     # a lane's room caps its integration, 0 leaves it out, any other gets the default room
-    first = await store.claim_due("w#1", NOW, LEASE, 100, {a: 2, b: 0}, 3)
+    first = await store.queue.claim_due("w#1", NOW, LEASE, 100, {a: 2, b: 0}, 3)
     assert per_shop(first) == {a: 2, c: 3}
     # with room to spare, the oldest come first across integrations
-    second = await store.claim_due("w#2", NOW, LEASE, 4, {}, 10)
+    second = await store.queue.claim_due("w#2", NOW, LEASE, 4, {}, 10)
     assert per_shop(second) == {a: 3, b: 1}
-    rest = await store.claim_due("w#3", NOW, LEASE, 100, {}, 100)
+    rest = await store.queue.claim_due("w#3", NOW, LEASE, 100, {}, 100)
     assert per_shop(rest) == {b: 4, c: 2}
     assert len({x.id for x in first + second + rest}) == 15

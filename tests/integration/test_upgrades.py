@@ -121,7 +121,7 @@ async def test_a_release_0_1_0_database_upgrades_and_loses_nothing(database_url:
             assert [a.status_code for a in full.attempts] == [200]
             assert full.body is not None and b'"action"' in full.body
         # and the dispatcher's claim finds the pending ones through the new indexes
-        claimed = await store.claim_due("upgrade-test", NOW, 60_000, 100)
+        claimed = await store.queue.claim_due("upgrade-test", NOW, 60_000, 100)
         assert len(claimed) == sum(d.status == dl.PENDING for d in deliveries) > 0
     finally:
         await store.close()

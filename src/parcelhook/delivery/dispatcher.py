@@ -18,20 +18,17 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
-from parcelhook import __version__
+from parcelhook.delivery.headers import delivery_headers
 from parcelhook.delivery.sender import Sender
-from parcelhook.domain import signing
 from parcelhook.domain.clock import Clock
-from parcelhook.domain.deliveries import Claimed, Outcome
+from parcelhook.domain.deliveries import Claimed
 from parcelhook.domain.integrations import Integration
+from parcelhook.domain.outcome import Outcome, decide_outcome
 from parcelhook.domain.retry import AttemptResult, RetryPolicy, Verdict
-from parcelhook.store import Store
 from parcelhook.store.faults import is_unavailable
+from parcelhook.store.queue import DeliveryQueue
 
 log = logging.getLogger("parcelhook.dispatcher")
-USER_AGENT = f"parcelhook/{__version__}"
-WEBHOOK_OFF = "webhook feedback is off for this integration; redeliver once it is on again"
-GONE = "the endpoint answered 410 Gone: webhook feedback was turned off for this integration"
 REFUSED = "the response could not be stored; this attempt is recorded without it"
 
 
@@ -63,29 +60,31 @@ WRITE_RETRY_S = 0.1
 WRITE_RETRY_MAX_S = 5.0
 
 
-async def record_isolating(store: Store, batch: list[Outcome], settled: list[Outcome]) -> None:
+async def record_isolating(
+    queue: DeliveryQueue, batch: list[Outcome], settled: list[Outcome]
+) -> None:
     """Write `batch`, appending to `settled` what is done; a row the database refuses is
     recorded without what the endpoint sent, or dropped, so it never holds up the others.
 
     Raises only when the database is unavailable (the caller retries what is not settled)."""
     try:
-        await store.record_outcomes(batch)
+        await queue.record_outcomes(batch)
     except Exception as exc:
         if is_unavailable(exc):
             raise
         if len(batch) > 1:
             # halves until the refused row is alone: a few extra statements, once
             middle = len(batch) // 2
-            await record_isolating(store, batch[:middle], settled)
-            await record_isolating(store, batch[middle:], settled)
+            await record_isolating(queue, batch[:middle], settled)
+            await record_isolating(queue, batch[middle:], settled)
             return
         (o,) = batch
         log.exception("the database refused the outcome of delivery %s", o.delivery_id)
-        bare = replace(o, note=REFUSED)
+        bare = replace(o, decision=replace(o.decision, note=REFUSED))
         if o.result is not None:
             bare = replace(bare, result=replace(o.result, response_excerpt="", error=REFUSED))
         try:
-            await store.record_outcomes([bare])
+            await queue.record_outcomes([bare])
         except Exception as again:
             if is_unavailable(again):
                 raise
@@ -109,7 +108,7 @@ class _Lane:
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        queue: DeliveryQueue,
         sender: Sender,
         clock: Clock,
         *,
@@ -118,7 +117,7 @@ class Dispatcher:
         owner: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.store = store
+        self.queue = queue
         self.sender = sender
         self.clock = clock
         self.policy = policy or RetryPolicy()
@@ -181,7 +180,7 @@ class Dispatcher:
 
     async def _sleep(self, skipped_full_lanes: bool) -> None:
         now = self.clock.now_ms()
-        due = await self.store.next_due_ms()
+        due = await self.queue.next_due_ms()
         if due is not None and due <= now and not skipped_full_lanes:
             return  # it came due after the claim looked: claim again
         until = now + self.config.poll_ms
@@ -215,7 +214,7 @@ class Dispatcher:
         limit = min(self.config.batch_size, self.config.max_in_flight - self._in_flight)
         self._claims += 1
         lease = f"{self.owner}#{self._claims}"
-        claimed = await self.store.claim_due(
+        claimed = await self.queue.claim_due(
             lease, now, self.config.lease_ms, limit, room, default_room
         )
         # an endpoint claimed up to its room may have more due: do not spin on it
@@ -249,7 +248,7 @@ class Dispatcher:
                 lane.workers += 1
                 self._spawn(self._lane_worker(c.integration_id, lane))
         if give_back:
-            await self.store.release([lease], give_back, now)
+            await self.queue.release([lease], give_back, now)
         return len(claimed), limit, bool(capped or give_back)
 
     def _shed(self, lane: _Lane) -> None:
@@ -277,7 +276,7 @@ class Dispatcher:
             while self._to_release:
                 batch, self._to_release = self._to_release, []
                 try:
-                    await self.store.release(
+                    await self.queue.release(
                         [lease for lease, _ in batch], [i for _, i in batch], self.clock.now_ms()
                     )
                 except Exception:
@@ -306,7 +305,7 @@ class Dispatcher:
             or i.last_updated_ms != c.integration_version
         }
         if stale:
-            self._integrations.update(await self.store.integrations_by_id(stale))
+            self._integrations.update(await self.queue.integrations_by_id(stale))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -341,52 +340,31 @@ class Dispatcher:
                 self._lanes.pop(integration_id, None)
 
     async def _deliver(self, c: Claimed) -> Outcome:
+        """Prepare, call, and decide: the decision is domain.outcome's, carried as it is."""
         integration = self._integrations[c.integration_id]
         at = self.clock.now_ms()
-        if not integration.receives_webhooks:
-            return Outcome(
-                c.id,
-                c.integration_id,
-                Verdict.FAILED,
-                at,
-                None,
-                note=WEBHOOK_OFF,
-                lease=self._leases[c.id],
-            )
-        assert integration.webhook_url is not None
-        headers = signing.webhook_headers(
-            body=c.body,
-            msg_id=c.event_id,
-            timestamp=at // 1000,
-            signature_key=integration.signing_key,
-            webhook_secrets=integration.webhook_secrets(at),
-            user_agent=USER_AGENT,
+        result: AttemptResult | None = None
+        if integration.receives_webhooks:
+            assert integration.webhook_url is not None
+            headers = delivery_headers(integration, msg_id=c.event_id, body=c.body, at_ms=at)
+            try:
+                result = await self.sender.send(integration.webhook_url, c.body, headers)
+            except Exception as exc:  # the sender classifies network errors; a bug guard
+                log.exception("sender failed unexpectedly for delivery %s", c.id)
+                result = AttemptResult(None, 0, "", f"internal error: {type(exc).__name__}")
+        decision = decide_outcome(
+            result,
+            attempt_count=c.attempt_count,
+            schedule_base=c.schedule_base,
+            policy=self.policy,
+            at_ms=at,
+            rng=self.rng,
         )
-        try:
-            result = await self.sender.send(integration.webhook_url, c.body, headers)
-        except Exception as exc:  # the sender classifies network errors; this is a bug guard
-            log.exception("sender failed unexpectedly for delivery %s", c.id)
-            result = AttemptResult(None, 0, "", f"internal error: {type(exc).__name__}")
-        decision = self.policy.decide(result, c.attempt_count + 1 - c.schedule_base, self.rng)
         if decision.verdict is Verdict.DELIVERED:
             self.delivered += 1
-        next_ms = None
-        if decision.retry_in is not None:
-            # from the attempt's start: the schedule does not drift with slow endpoints
-            next_ms = at + round(decision.retry_in * 1000)
-        note = GONE if decision.verdict is Verdict.GONE else None
-        if decision.verdict is Verdict.GONE:
+        elif decision.verdict is Verdict.GONE:
             log.warning("integration %s answered 410 Gone; webhook turned off", c.integration_id)
-        return Outcome(
-            c.id,
-            c.integration_id,
-            decision.verdict,
-            at,
-            result,
-            next_ms,
-            note,
-            lease=self._leases[c.id],
-        )
+        return Outcome(c.id, c.integration_id, self._leases[c.id], at, result, decision)
 
     async def _write_outcomes(self) -> None:
         """Group commit: everything that finished while the last write ran goes in the next."""
@@ -411,7 +389,7 @@ class Dispatcher:
                             for o in pending
                         ]
                         try:
-                            await record_isolating(self.store, batch, settled)
+                            await record_isolating(self.queue, batch, settled)
                         finally:
                             for o in settled:
                                 del self._leases[o.delivery_id]
@@ -451,6 +429,6 @@ class Dispatcher:
         except TimeoutError:
             log.error("gave up writing %d outcomes at shutdown", len(self._outcomes))
         try:
-            await self.store.release(leases, unsent, self.clock.now_ms())
+            await self.queue.release(leases, unsent, self.clock.now_ms())
         except Exception:
             log.exception("could not give back %d deliveries at shutdown", len(unsent))

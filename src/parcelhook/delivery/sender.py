@@ -23,12 +23,11 @@ from types import TracebackType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from parcelhook import __version__
 from parcelhook.delivery import wire
+from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.domain.retry import AttemptResult
 from parcelhook.domain.targets import IPAddress, forbidden_reason, parse_host_ip
 
-DEFAULT_USER_AGENT = f"parcelhook/{__version__}"
 SAVE_TIME_DNS_TIMEOUT = 5.0
 
 _ERRNO_WORDS = {
@@ -90,7 +89,7 @@ class Sender:
         timeout: float = 10.0,
         allow_private: bool = False,
         allow_http: bool = False,
-        user_agent: str = DEFAULT_USER_AGENT,
+        user_agent: str = USER_AGENT,
         max_connections: int = 1000,
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,

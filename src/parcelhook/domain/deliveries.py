@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parcelhook.domain.retry import AttemptResult, Verdict
-
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
@@ -51,19 +49,3 @@ class Claimed:
     attempt_count: int
     schedule_base: int
     body: bytes
-    # this claim's lease token: only its holder may settle the delivery
-    lease: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What became of one claimed delivery; written back in batches."""
-
-    delivery_id: int
-    integration_id: int
-    verdict: Verdict
-    at_ms: int
-    result: AttemptResult | None
-    next_attempt_ms: int | None = None
-    note: str | None = None
-    lease: str = ""

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import signing, systems
 from parcelhook.domain.deliveries import Delivery
-from parcelhook.service import USER_AGENT, TestResult
+from parcelhook.service import TestResult
 
 ELIDED: Final = "…"
 _SIGNATURE_HEADERS: Final = frozenset({"sendcloud-signature", "webhook-signature"})

@@ -1,5 +1,7 @@
 """The one storage seam: domain operations in, domain records out."""
 
-from parcelhook.store.store import Store, Tx
+from parcelhook.store.queue import DeliveryQueue
+from parcelhook.store.store import Store
+from parcelhook.store.tx import Tx
 
-__all__ = ["Store", "Tx"]
+__all__ = ["DeliveryQueue", "Store", "Tx"]

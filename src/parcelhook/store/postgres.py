@@ -1,15 +1,25 @@
-"""What only PostgreSQL does: wake dispatchers on other hosts with LISTEN/NOTIFY."""
+"""What only PostgreSQL does: the dispatcher's statements as single asyncpg round trips,
+and waking dispatchers on other hosts with LISTEN/NOTIFY."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from parcelhook.domain.deliveries import Claimed
+from parcelhook.domain.integrations import Integration
+from parcelhook.domain.outcome import Outcome, health_changes
+from parcelhook.store import queue
+from parcelhook.store.crypto import SecretBox
+from parcelhook.store.tx import Tx
 
 log = logging.getLogger("parcelhook.store")
 NOTIFY_CHANNEL = "parcelhook_deliveries"
@@ -172,3 +182,98 @@ async def driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under a pooled SQLAlchemy one (no transaction is opened)."""
     raw = await conn.get_raw_connection()
     return raw.driver_connection
+
+
+class PostgresQueue:
+    """The `DeliveryQueue` on PostgreSQL, and the store's write transactions there."""
+
+    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self._engine = engine
+        self._box = box
+        self._listener: DeliveryListener | None = None
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Any]:
+        """A pooled connection's asyncpg connection, for one autocommitted statement: the
+        one place this queue obtains a connection."""
+        async with self._engine.connect() as conn:
+            yield await driver(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._engine.begin() as conn:
+            tx = Tx(conn, self._box)
+            yield tx
+            if tx.queued:
+                await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": NOTIFY_CHANNEL})
+
+    @asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        yield  # PostgreSQL has many writers
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        if self._listener is None:
+            url = self._engine.url.render_as_string(hide_password=False)
+            self._listener = DeliveryListener(url, wake)
+            self._listener.start()
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
+
+    async def claim_due(
+        self,
+        lease: str,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        room: Mapping[int, int] | None = None,
+        default_room: int | None = None,
+    ) -> list[Claimed]:
+        room = room or {}
+        default = limit if default_room is None else default_room
+        async with self._conn() as pg:
+            rows = await pg.fetch(
+                CLAIM_SQL,
+                now_ms,
+                now_ms + lease_ms,
+                limit,
+                list(room),
+                lease,
+                list(room.values()),
+                default,
+            )
+        return [queue.claimed_from_row(r) for r in rows]
+
+    async def release(self, leases: Sequence[str], ids: Sequence[int], due_ms: int) -> None:
+        if not ids:
+            return
+        async with self._conn() as pg:
+            await pg.execute(RELEASE_SQL, due_ms, list(ids), list(set(leases)))
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        if not outcomes:
+            return
+        attempts, states = queue.outcome_rows(outcomes)
+        health = health_changes(outcomes)
+        now = max(o.at_ms for o in outcomes)
+        columns = [list(c) for c in zip(*states, strict=True)]
+        columns += [list(c) for c in zip(*attempts, strict=True)] or [[]] * 6
+        async with self._conn() as pg:
+            await pg.execute(
+                OUTCOMES_SQL,
+                *columns,
+                list(health.ok),
+                list(health.failing),
+                now,
+                list(health.gone),
+            )
+
+    async def next_due_ms(self) -> int | None:
+        async with self._conn() as pg:
+            due = await pg.fetchval(NEXT_DUE_SQL)
+        return None if due is None else int(due)
+
+    async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
+        return await queue.integrations_by_id(self._engine, self._box, ids)

@@ -5,25 +5,30 @@ thread (cursor, execute, fetch, close, the pool's reset) plus compiling an IN-li
 length changes with every batch. Here each statement is one hand-off with fixed SQL text,
 so sqlite3 prepares it once: a claim is one statement, an outcome batch five.
 Lists are passed as JSON arrays (`json_each`), which keeps the SQL text fixed too.
+
+SQLite has one writer, so this process's writers (the store's transactions and the
+dispatcher's statements) take turns on one lock rather than in SQLite's busy handler.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
-import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=10000",
-    "PRAGMA foreign_keys=ON",
-)
+from parcelhook.domain.deliveries import Claimed
+from parcelhook.domain.integrations import Integration
+from parcelhook.domain.outcome import Outcome, health_changes
+from parcelhook.store import queue
+from parcelhook.store.crypto import SecretBox
+from parcelhook.store.engine import SQLITE_PRAGMAS as PRAGMAS
+from parcelhook.store.tx import Tx
 
 # a claim reads at most this many times its batch of due deliveries in time order, then
 # keeps those within their lane's room: its cost is bounded whatever the backlog
@@ -70,7 +75,7 @@ INSERT INTO attempts (delivery_id, at_ms, duration_ms, status_code, error, respo
 VALUES (?, ?, ?, ?, ?, ?)
 """
 
-# the parameters in the order of Store.record_outcomes' state tuples
+# the parameters in the order of queue.outcome_rows' state tuples
 STATES_SQL = """
 UPDATE deliveries SET
     status = ?3, attempt_count = attempt_count + ?4, next_attempt_ms = ?5, lease_owner = NULL,
@@ -95,15 +100,6 @@ WHERE (id IN (SELECT value FROM json_each(?1)) AND failing_since_ms IS NOT NULL)
 NEXT_DUE_SQL = "SELECT min(next_attempt_ms) FROM deliveries WHERE status = 'pending'"
 
 
-def create_private(path: str | None) -> None:
-    """Create the database file readable by its owner only, unless it exists: it holds
-    account data and ciphertexts, and SQLite gives its -wal and -shm files the same mode."""
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-
-
 async def connect(path: str) -> aiosqlite.Connection:
     # autocommit (isolation_level None): a single statement commits by itself, and
     # multi-statement writes say BEGIN IMMEDIATE themselves
@@ -117,3 +113,128 @@ async def connect(path: str) -> aiosqlite.Connection:
 def as_json(values: Iterable[Any] | dict[str, Any]) -> str:
     """A JSON array (any iterable) or object, as the statements' json_each/json_extract take."""
     return json.dumps(values if isinstance(values, dict) else list(values))
+
+
+class SqliteQueue:
+    """The `DeliveryQueue` on SQLite, and the store's write transactions there."""
+
+    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self._engine = engine
+        self._box = box
+        self._write_lock = asyncio.Lock()
+        # the dispatcher's own connection, opened on first use
+        self._hot: aiosqlite.Connection | None = None
+        self._hot_opening = asyncio.Lock()
+
+    async def _conn(self) -> aiosqlite.Connection:
+        """The dispatcher's connection: the one place this queue obtains it."""
+        if self._hot is None:
+            async with self._hot_opening:
+                if self._hot is None:
+                    database = self._engine.url.database
+                    if not database or database == ":memory:":
+                        raise ValueError("an in-memory SQLite database cannot be shared")
+                    self._hot = await connect(database)
+        return self._hot
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The dispatcher's connection, for writes, in this process's write turn."""
+        async with self._write_lock:
+            hot = await self._conn()
+            if hot.in_transaction:
+                # left open by a write cancelled halfway: a statement run inside it would
+                # never commit
+                await hot.execute("ROLLBACK")
+            yield hot
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._write_lock, self._engine.connect() as conn:
+            # IMMEDIATE takes the write lock up front, so no transaction fails halfway
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield Tx(conn, self._box)
+            except BaseException:
+                await conn.exec_driver_sql("ROLLBACK")
+                raise
+            await conn.exec_driver_sql("COMMIT")
+
+    @asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        async with self._write_lock:
+            yield
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        pass  # other processes on SQLite are noticed by polling
+
+    async def close(self) -> None:
+        hot, self._hot = self._hot, None
+        if hot is not None:
+            await hot.close()
+
+    async def claim_due(
+        self,
+        lease: str,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        room: Mapping[int, int] | None = None,
+        default_room: int | None = None,
+    ) -> list[Claimed]:
+        room = room or {}
+        default = limit if default_room is None else default_room
+        full = [i for i, r in room.items() if r <= 0]
+        rooms = {str(i): r for i, r in room.items() if r > 0}
+        async with self._writing() as hot:
+            rows = await hot.execute_fetchall(
+                CLAIM_SQL,
+                (
+                    now_ms + lease_ms,
+                    lease,
+                    now_ms,
+                    as_json(full),
+                    limit,
+                    as_json(rooms),
+                    default,
+                    limit * CLAIM_SCAN_FACTOR,
+                ),
+            )
+        # RETURNING has no order; PostgreSQL's claim returns them by id too
+        return [queue.claimed_from_row(r) for r in sorted(rows, key=lambda r: r["id"])]
+
+    async def release(self, leases: Sequence[str], ids: Sequence[int], due_ms: int) -> None:
+        if not ids:
+            return
+        async with self._writing() as hot:
+            await hot.execute(RELEASE_SQL, (due_ms, as_json(ids), as_json(set(leases))))
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        if not outcomes:
+            return
+        attempts, states = queue.outcome_rows(outcomes)
+        health = health_changes(outcomes)
+        now = max(o.at_ms for o in outcomes)
+        async with self._writing() as hot:
+            await hot.execute("BEGIN IMMEDIATE")
+            try:
+                if attempts:
+                    await hot.executemany(ATTEMPTS_SQL, attempts)
+                await hot.executemany(STATES_SQL, states)
+                if health:
+                    await hot.execute(
+                        HEALTH_SQL,
+                        (as_json(health.ok), as_json(health.failing), as_json(health.gone), now),
+                    )
+                await hot.execute("COMMIT")
+            except Exception:
+                await hot.execute("ROLLBACK")
+                raise
+
+    async def next_due_ms(self) -> int | None:
+        hot = await self._conn()
+        [(due,)] = await hot.execute_fetchall(NEXT_DUE_SQL)
+        return None if due is None else int(due)
+
+    async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
+        return await queue.integrations_by_id(self._engine, self._box, ids)

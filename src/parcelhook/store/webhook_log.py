@@ -8,7 +8,7 @@ from sqlalchemy import func, select, update
 
 from parcelhook.domain import deliveries as dl
 from parcelhook.store import schema as s
-from parcelhook.store.store import Tx
+from parcelhook.store.tx import Tx
 
 
 @dataclass(frozen=True, slots=True)

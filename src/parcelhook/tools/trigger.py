@@ -11,7 +11,8 @@ from typing import Any, Final
 
 import click
 
-from parcelhook.delivery.sender import DEFAULT_USER_AGENT, Sender
+from parcelhook.delivery.headers import USER_AGENT
+from parcelhook.delivery.sender import Sender
 from parcelhook.domain import events, signing, systems
 from parcelhook.domain.clock import SystemClock
 from parcelhook.domain.integrations import Integration
@@ -117,7 +118,7 @@ def signed_request(
         timestamp=now_ms // 1000,
         signature_key=key,
         webhook_secrets=[secret],
-        user_agent=DEFAULT_USER_AGENT,
+        user_agent=USER_AGENT,
     )
     return event.body, headers
 
@@ -197,7 +198,7 @@ async def _send_all(
     rejected = 0
     # a local tool: it sends wherever it is told, so the server's SSRF guard is off
     async with Sender(
-        timeout=seconds, allow_private=True, allow_http=True, user_agent=DEFAULT_USER_AGENT
+        timeout=seconds, allow_private=True, allow_http=True, user_agent=USER_AGENT
     ) as sender:
         for n in range(count):
             # strictly increasing, so receivers that order by timestamp keep every event

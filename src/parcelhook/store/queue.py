@@ -1,0 +1,139 @@
+"""The dispatcher's view of the database: the `DeliveryQueue` protocol.
+
+Each engine implements it with its own hot statements (`sqlite.SqliteQueue`,
+`postgres.PostgresQueue`); `Store.open` picks one, and `parcelhook.testing.MemoryQueue`
+is the in-memory one for tests. `EngineQueue` adds what only the store itself asks of an
+engine: its write transactions, the migration lock, cross-process wake-ups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from parcelhook.domain.deliveries import Claimed
+from parcelhook.domain.integrations import Integration
+from parcelhook.domain.outcome import Outcome
+from parcelhook.domain.text import storable
+from parcelhook.store import schema as s
+from parcelhook.store.crypto import SecretBox
+from parcelhook.store.tx import Tx, integration_from_row
+
+
+class DeliveryQueue(Protocol):
+    """Due deliveries out under a lease, their outcomes back in; every call one batch."""
+
+    async def claim_due(
+        self,
+        lease: str,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        room: Mapping[int, int] | None = None,
+        default_room: int | None = None,
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries, oldest first, but at most `room[i]` of
+        integration i (`default_room` for one not in `room`; 0 leaves it out), in id order.
+        The lease is the pushed-back `next_attempt_ms`."""
+        ...
+
+    async def release(self, leases: Sequence[str], ids: Sequence[int], due_ms: int) -> None:
+        """Give leased deliveries back untouched (e.g. their endpoint's lane is full)."""
+        ...
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """Write a batch of outcomes at once: attempts, delivery states, endpoint health.
+
+        A delivery changes only if its lease is still the outcome's: a holder whose lease
+        expired and was taken over settles nothing (its attempt is still recorded).
+        """
+        ...
+
+    async def next_due_ms(self) -> int | None:
+        """The earliest `next_attempt_ms` of a pending delivery (leased ones included)."""
+        ...
+
+    async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
+        """Integrations by id, deleted ones included (their own events still go out)."""
+        ...
+
+
+class EngineQueue(DeliveryQueue, Protocol):
+    """A `DeliveryQueue` on a real engine, with what the store needs of that engine."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """One write transaction; on commit, other processes hear of deliveries it queued."""
+        ...
+
+    def write_turn(self) -> AbstractAsyncContextManager[None]:
+        """This process's turn to write outside `transaction` (SQLite has one writer)."""
+        ...
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process commits deliveries (until `close`)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def claimed_from_row(r: Any) -> Claimed:
+    """A claimed row, from asyncpg (`Record`) or sqlite3 (`Row`) alike."""
+    return Claimed(
+        id=r["id"],
+        event_id=r["event_id"],
+        integration_id=r["integration_id"],
+        integration_version=r["last_updated_ms"],
+        attempt_count=r["attempt_count"],
+        schedule_base=r["schedule_base"],
+        body=(r["body"] or "").encode("ascii"),
+    )
+
+
+def outcome_rows(
+    outcomes: Sequence[Outcome],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(attempt rows, delivery state rows), one tuple per row in the column order both
+    engines' statements take: rows for SQLite's executemany, columns for PostgreSQL."""
+    attempts = [
+        (
+            o.delivery_id,
+            o.at_ms,
+            o.result.duration_ms,
+            o.result.status_code,
+            _storable(o.result.error),
+            storable(o.result.response_excerpt),
+        )
+        for o in outcomes
+        if o.result is not None and o.decision.attempted
+    ]
+    states = [
+        (
+            o.delivery_id,
+            o.lease,
+            o.decision.status,
+            1 if o.decision.attempted else 0,
+            o.decision.next_attempt_ms,
+            o.result.status_code if o.result else None,
+            _storable(o.decision.note),
+            o.at_ms,
+        )
+        for o in outcomes
+    ]
+    return attempts, states
+
+
+def _storable(value: str | None) -> str | None:
+    # what an endpoint sent back (an excerpt, an error naming its bytes) may hold anything
+    return None if value is None else storable(value)
+
+
+async def integrations_by_id(
+    engine: AsyncEngine, box: SecretBox, ids: Iterable[int]
+) -> dict[int, Integration]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(s.integrations).where(s.integrations.c.id.in_(list(ids))))
+        return {row.id: integration_from_row(row, box) for row in rows}

@@ -1,0 +1,631 @@
+"""`Tx`: the domain's reads and writes on one connection, and the mapping of rows to records."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from parcelhook.domain import deliveries as dl
+from parcelhook.domain import keys
+from parcelhook.domain.deliveries import Attempt, Delivery
+from parcelhook.domain.errors import Conflict, NotFound
+from parcelhook.domain.events import Event
+from parcelhook.domain.integrations import Integration, IntegrationChanges
+from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
+from parcelhook.domain.signing import new_webhook_secret
+from parcelhook.store import schema as s
+from parcelhook.store.crypto import SecretBox
+
+
+def integration_from_row(row: Row[Any], box: SecretBox) -> Integration:
+    o = box.open
+    return Integration(
+        id=row.id,
+        account_id=row.account_id,
+        shop_name=row.shop_name,
+        shop_url=row.shop_url,
+        system=row.system,
+        webhook_active=bool(row.webhook_active),
+        webhook_url=row.webhook_url,
+        webhook_signature_key=(
+            o(row.webhook_signature_key_enc) if row.webhook_signature_key_enc else None
+        ),
+        public_key=row.public_key,
+        secret_key=o(row.secret_key_enc),
+        webhook_secret=o(row.webhook_secret_enc),
+        previous_webhook_secret=(
+            o(row.previous_webhook_secret_enc) if row.previous_webhook_secret_enc else None
+        ),
+        previous_webhook_secret_until_ms=row.previous_webhook_secret_until_ms,
+        failing_since_ms=row.failing_since_ms,
+        last_fetch_ms=row.last_fetch_ms,
+        last_updated_ms=row.last_updated_ms,
+        created_ms=row.created_ms,
+        service_point_enabled=bool(row.service_point_enabled),
+        deleted_ms=row.deleted_ms,
+    )
+
+
+def _parcel_from_row(row: Row[Any]) -> Parcel:
+    return Parcel(
+        id=row.id,
+        account_id=row.account_id,
+        integration_id=row.integration_id,
+        name=row.name,
+        company_name=row.company_name,
+        address=row.address,
+        house_number=row.house_number,
+        city=row.city,
+        postal_code=row.postal_code,
+        country=row.country,
+        telephone=row.telephone,
+        email=row.email,
+        weight=row.weight,
+        order_number=row.order_number,
+        external_order_id=row.external_order_id,
+        external_shipment_id=row.external_shipment_id,
+        shipment_id=row.shipment_id,
+        tracking_number=row.tracking_number,
+        is_return=bool(row.is_return),
+        status_id=row.status_id,
+        created_ms=row.created_ms,
+        updated_ms=row.updated_ms,
+        carrier_status_change_ms=row.carrier_status_change_ms,
+    )
+
+
+def _refund_from_row(row: Row[Any]) -> Refund:
+    return Refund(
+        id=row.id,
+        parcel_id=row.parcel_id,
+        reason=row.reason,
+        status=row.status,
+        message=row.message,
+        total_refund=row.total_refund,
+        created_ms=row.created_ms,
+    )
+
+
+def _delivery_from_row(
+    row: Row[Any], attempts: Sequence[Attempt] = (), body: bytes | None = None
+) -> Delivery:
+    return Delivery(
+        id=row.id,
+        event_id=row.event_id,
+        integration_id=row.integration_id,
+        account_id=row.account_id,
+        action=row.action,
+        status=row.status,
+        attempt_count=row.attempt_count,
+        next_attempt_ms=row.next_attempt_ms if row.status == dl.PENDING else None,
+        created_ms=row.created_ms,
+        updated_ms=row.updated_ms,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        attempts=tuple(attempts),
+        body=body,
+    )
+
+
+class Tx:
+    """Domain operations on one connection; inside `Store.transaction()` they commit together."""
+
+    def __init__(self, conn: AsyncConnection, box: SecretBox) -> None:
+        self.conn = conn
+        self.box = box
+        self._sqlite = conn.dialect.name == "sqlite"
+        # deliveries were queued: the store wakes the dispatchers after the commit
+        self.queued = False
+
+    # -- accounts ---------------------------------------------------------------------
+
+    async def create_account(self, email: str, password_hash: str, now_ms: int) -> int:
+        a = s.accounts
+        exists = await self.conn.execute(select(a.c.id).where(a.c.email == email))
+        if exists.first() is not None:
+            raise Conflict("An account with this e-mail already exists.", field="email")
+        result = await self.conn.execute(
+            insert(a)
+            .values(email=email, password_hash=password_hash, created_ms=now_ms)
+            .returning(a.c.id)
+        )
+        return int(result.scalar_one())
+
+    async def account_by_email(self, email: str) -> tuple[int, str] | None:
+        a = s.accounts
+        row = (
+            await self.conn.execute(select(a.c.id, a.c.password_hash).where(a.c.email == email))
+        ).first()
+        return (row.id, row.password_hash) if row else None
+
+    async def set_password(self, account_id: int, password_hash: str) -> None:
+        """A new password, which also ends every panel session of the account."""
+        a = s.accounts
+        await self.conn.execute(
+            update(a)
+            .where(a.c.id == account_id)
+            .values(password_hash=password_hash, session_generation=a.c.session_generation + 1)
+        )
+
+    async def session_generation(self, account_id: int) -> int | None:
+        """The account's session generation; None when there is no such account."""
+        a = s.accounts
+        q = select(a.c.session_generation).where(a.c.id == account_id)
+        found = (await self.conn.execute(q)).scalar()
+        return None if found is None else int(found)
+
+    async def end_sessions(self, account_id: int) -> None:
+        """Refuse every panel session of the account signed until now."""
+        a = s.accounts
+        await self.conn.execute(
+            update(a)
+            .where(a.c.id == account_id)
+            .values(session_generation=a.c.session_generation + 1)
+        )
+
+    async def create_integration(
+        self, account_id: int, changes: IntegrationChanges, now_ms: int
+    ) -> Integration:
+        box = self.box
+        key = changes.webhook_signature_key
+        values: dict[str, Any] = {
+            "account_id": account_id,
+            "shop_name": changes.shop_name or "",
+            "shop_url": changes.shop_url,
+            "system": changes.system,
+            "webhook_active": bool(changes.webhook_active),
+            "webhook_url": changes.webhook_url,
+            "webhook_signature_key_enc": box.seal(key) if key else None,
+            "webhook_signature_key_last4": keys.last4(key) if key else None,
+            "public_key": secrets.token_hex(16),
+            "secret_key_enc": box.seal(secrets.token_hex(16)),
+            "webhook_secret_enc": box.seal(new_webhook_secret()),
+            "last_updated_ms": now_ms,
+            "created_ms": now_ms,
+            "service_point_enabled": False,
+        }
+        i = s.integrations
+        new_id = (await self.conn.execute(insert(i).values(**values).returning(i.c.id))).scalar()
+        return await self.integration(account_id, int(new_id or 0))
+
+    async def integration(self, account_id: int, integration_id: int) -> Integration:
+        """The account's live integration, or NotFound (also for another account's id)."""
+        i = s.integrations
+        row = (
+            await self.conn.execute(
+                select(i).where(
+                    i.c.id == integration_id,
+                    i.c.account_id == account_id,
+                    i.c.deleted_ms.is_(None),
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound("No such integration.", field="id")
+        return integration_from_row(row, self.box)
+
+    async def integrations(
+        self, account_id: int, *, after_id: int = 0, limit: int | None = None
+    ) -> list[Integration]:
+        i = s.integrations
+        q = (
+            select(i)
+            .where(i.c.account_id == account_id, i.c.deleted_ms.is_(None), i.c.id > after_id)
+            .order_by(i.c.id)
+        )
+        if limit is not None:
+            q = q.limit(limit)
+        return [integration_from_row(r, self.box) for r in await self.conn.execute(q)]
+
+    async def integration_by_id(self, integration_id: int) -> Integration | None:
+        """Any integration, deleted or not: for routing, never for answering a tenant."""
+        i = s.integrations
+        row = (await self.conn.execute(select(i).where(i.c.id == integration_id))).first()
+        return integration_from_row(row, self.box) if row else None
+
+    async def integration_by_public_key(self, public_key: str) -> Integration | None:
+        i = s.integrations
+        row = (
+            await self.conn.execute(
+                select(i).where(i.c.public_key == public_key, i.c.deleted_ms.is_(None))
+            )
+        ).first()
+        return integration_from_row(row, self.box) if row else None
+
+    async def update_integration(
+        self, current: Integration, changes: IntegrationChanges, now_ms: int
+    ) -> Integration:
+        box = self.box
+        values: dict[str, Any] = {"last_updated_ms": max(now_ms, current.last_updated_ms + 1)}
+        for name in ("shop_name", "shop_url", "system", "webhook_active", "webhook_url"):
+            value = getattr(changes, name)
+            if value is not None:
+                values[name] = value
+        if changes.clear_webhook_url:
+            values["webhook_url"] = None
+        if changes.webhook_signature_key:
+            values["webhook_signature_key_enc"] = box.seal(changes.webhook_signature_key)
+            values["webhook_signature_key_last4"] = keys.last4(changes.webhook_signature_key)
+        elif changes.clear_signature_key:
+            values["webhook_signature_key_enc"] = None
+            values["webhook_signature_key_last4"] = None
+        i = s.integrations
+        await self.conn.execute(update(i).where(i.c.id == current.id).values(**values))
+        return await self.integration(current.account_id, current.id)
+
+    async def rotate_webhook_secret(
+        self, current: Integration, now_ms: int, grace_ms: int
+    ) -> Integration:
+        box = self.box
+        i = s.integrations
+        await self.conn.execute(
+            update(i)
+            .where(i.c.id == current.id)
+            .values(
+                webhook_secret_enc=box.seal(new_webhook_secret()),
+                previous_webhook_secret_enc=box.seal(current.webhook_secret),
+                previous_webhook_secret_until_ms=now_ms + grace_ms,
+                last_updated_ms=max(now_ms, current.last_updated_ms + 1),
+            )
+        )
+        return await self.integration(current.account_id, current.id)
+
+    async def delete_integration(self, current: Integration, now_ms: int) -> None:
+        # kept as a tombstone: its own integration_deleted must still reach its webhook
+        i = s.integrations
+        await self.conn.execute(
+            update(i)
+            .where(i.c.id == current.id)
+            .values(
+                deleted_ms=now_ms,
+                last_updated_ms=max(now_ms, current.last_updated_ms + 1),
+                public_key="deleted-" + secrets.token_hex(12),
+            )
+        )
+
+    async def create_parcel(
+        self, account_id: int, integration_id: int, new: NewParcel, now_ms: int, status_id: int
+    ) -> Parcel:
+        p = s.parcels
+        values = {
+            "account_id": account_id,
+            "integration_id": integration_id,
+            "name": new.name,
+            "company_name": new.company_name,
+            "address": new.address,
+            "house_number": new.house_number,
+            "city": new.city,
+            "postal_code": new.postal_code,
+            "country": new.country,
+            "telephone": new.telephone,
+            "email": new.email,
+            "weight": new.weight,
+            "order_number": new.order_number,
+            "external_order_id": new.external_order_id,
+            "external_shipment_id": new.external_shipment_id,
+            "shipment_id": new.shipment_id,
+            "tracking_number": "",
+            "is_return": new.is_return,
+            "status_id": status_id,
+            "created_ms": now_ms,
+            "updated_ms": now_ms,
+        }
+        new_id = int(
+            (await self.conn.execute(insert(p).values(**values).returning(p.c.id))).scalar_one()
+        )
+        await self.conn.execute(
+            update(p).where(p.c.id == new_id).values(tracking_number=tracking_number(new_id))
+        )
+        return await self.parcel(account_id, new_id)
+
+    async def parcel(self, account_id: int, parcel_id: int, *, lock: bool = False) -> Parcel:
+        """The account's parcel; `lock` holds its row until the transaction ends (PostgreSQL:
+        FOR UPDATE; SQLite's transactions hold the database's write turn already)."""
+        p = s.parcels
+        q = select(p).where(p.c.id == parcel_id, p.c.account_id == account_id)
+        if lock and not self._sqlite:
+            q = q.with_for_update()
+        row = (await self.conn.execute(q)).first()
+        if row is None:
+            raise NotFound("No such parcel.", field="id")
+        return _parcel_from_row(row)
+
+    async def parcels_updated_after(
+        self, account_id: int, after_ms: int, after_id: int, limit: int
+    ) -> list[Parcel]:
+        """Parcels changed after an instant, in (updated, id) order: the polling alternative."""
+        p = s.parcels
+        q = (
+            select(p)
+            .where(
+                p.c.account_id == account_id,
+                or_(p.c.updated_ms > after_ms, and_(p.c.updated_ms == after_ms, p.c.id > after_id)),
+            )
+            .order_by(p.c.updated_ms, p.c.id)
+            .limit(limit)
+        )
+        return [_parcel_from_row(r) for r in await self.conn.execute(q)]
+
+    async def set_parcel_status(
+        self, parcel: Parcel, status_id: int, now_ms: int, carrier_ms: int | None
+    ) -> Parcel:
+        p = s.parcels
+        await self.conn.execute(
+            update(p)
+            .where(p.c.id == parcel.id)
+            .values(
+                status_id=status_id,
+                updated_ms=max(now_ms, parcel.updated_ms + 1),
+                carrier_status_change_ms=carrier_ms,
+            )
+        )
+        return await self.parcel(parcel.account_id, parcel.id)
+
+    async def parcels_for_update(self, account_id: int, ids: Iterable[int]) -> dict[int, Parcel]:
+        """The account's parcels among `ids`, locked until the transaction ends (PostgreSQL;
+        SQLite's write transaction excludes other writers anyway), in id order."""
+        p = s.parcels
+        q = (
+            select(p)
+            .where(p.c.account_id == account_id, p.c.id.in_(sorted(set(ids))))
+            .order_by(p.c.id)
+        )
+        if not self._sqlite:
+            q = q.with_for_update()
+        return {r.id: _parcel_from_row(r) for r in await self.conn.execute(q)}
+
+    async def set_parcel_statuses(self, parcels: Sequence[Parcel]) -> None:
+        """Write the status fields of already-changed parcels, one statement for all."""
+        if not parcels:
+            return
+        p = s.parcels
+        await self.conn.execute(
+            update(p)
+            .where(p.c.id == bindparam("pid"))
+            .values(
+                status_id=bindparam("sid"),
+                updated_ms=bindparam("ums"),
+                carrier_status_change_ms=bindparam("cms"),
+            ),
+            [
+                {
+                    "pid": x.id,
+                    "sid": x.status_id,
+                    "ums": x.updated_ms,
+                    "cms": x.carrier_status_change_ms,
+                }
+                for x in parcels
+            ],
+        )
+
+    async def integrations_by_ids(self, ids: Iterable[int]) -> dict[int, Integration]:
+        """Any integrations, deleted or not: for routing, never for answering a tenant."""
+        i = s.integrations
+        rows = await self.conn.execute(select(i).where(i.c.id.in_(sorted(set(ids)))))
+        return {row.id: integration_from_row(row, self.box) for row in rows}
+
+    async def create_refund(self, parcel: Parcel, reason: str, total: str, now_ms: int) -> Refund:
+        r = s.refunds
+        values = {
+            "parcel_id": parcel.id,
+            "account_id": parcel.account_id,
+            "reason": reason,
+            "status": "requested",
+            "message": "Refund requested",
+            "total_refund": total,
+            "created_ms": now_ms,
+        }
+        # one statement that cannot race: a refund already there (or committed meanwhile by
+        # a writer that did not lock the parcel) inserts nothing
+        dialect = sqlite_insert if self._sqlite else pg_insert
+        new_id = (
+            await self.conn.execute(
+                dialect(r)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=[r.c.parcel_id])
+                .returning(r.c.id)
+            )
+        ).scalar()
+        if new_id is None:
+            raise Conflict("A refund was already requested for this parcel.", field="parcel_id")
+        row = (await self.conn.execute(select(r).where(r.c.id == new_id))).one()
+        return _refund_from_row(row)
+
+    # -- the outbox -------------------------------------------------------------------
+
+    async def enqueue(self, event: Event, recipients: Sequence[Integration], now_ms: int) -> None:
+        """Store the event and one pending delivery per recipient, in this transaction."""
+        await self.enqueue_many([(event, recipients)], now_ms)
+
+    async def enqueue_many(
+        self, batch: Sequence[tuple[Event, Sequence[Integration]]], now_ms: int
+    ) -> None:
+        event_rows = [
+            {
+                "id": e.id,
+                "account_id": e.account_id,
+                "action": e.action,
+                "timestamp_ms": e.timestamp_ms,
+                "body": e.body.decode("ascii"),
+            }
+            for e, _ in batch
+        ]
+        delivery_rows = [
+            {
+                "event_id": e.id,
+                "integration_id": i.id,
+                "account_id": e.account_id,
+                "action": e.action,
+                "status": dl.PENDING,
+                "attempt_count": 0,
+                "schedule_base": 0,
+                "next_attempt_ms": now_ms,
+                "created_ms": now_ms,
+                "updated_ms": now_ms,
+            }
+            for e, recipients in batch
+            for i in recipients
+        ]
+        if event_rows:
+            await self.conn.execute(insert(s.events), event_rows)
+        if delivery_rows:
+            await self.conn.execute(insert(s.deliveries), delivery_rows)
+            self.queued = True
+
+    # -- the webhook log --------------------------------------------------------------
+
+    async def events(self, account_id: int, after_id: str, limit: int) -> list[Event]:
+        e = s.events
+        q = (
+            select(e)
+            .where(e.c.account_id == account_id, e.c.id > after_id)
+            .order_by(e.c.id)
+            .limit(limit)
+        )
+        return [
+            Event(
+                id=r.id,
+                account_id=r.account_id,
+                action=r.action,
+                timestamp_ms=r.timestamp_ms,
+                body=(r.body or "").encode("ascii"),
+            )
+            for r in await self.conn.execute(q)
+        ]
+
+    async def deliveries(
+        self,
+        account_id: int,
+        *,
+        status: str | None = None,
+        integration_id: int | None = None,
+        action: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        """Newest first, so the log opens on what just happened."""
+        d = s.deliveries
+        q = select(d).where(d.c.account_id == account_id).order_by(d.c.id.desc()).limit(limit)
+        if status is not None:
+            q = q.where(d.c.status == status)
+        if integration_id is not None:
+            q = q.where(d.c.integration_id == integration_id)
+        if action is not None:
+            q = q.where(d.c.action == action)
+        if before_id is not None:
+            q = q.where(d.c.id < before_id)
+        return [_delivery_from_row(r) for r in await self.conn.execute(q)]
+
+    async def delivery(self, account_id: int, delivery_id: int) -> Delivery:
+        d, a, e = s.deliveries, s.attempts, s.events
+        row = (
+            await self.conn.execute(
+                select(d, e.c.body)
+                .join(e, e.c.id == d.c.event_id)
+                .where(d.c.id == delivery_id, d.c.account_id == account_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound("No such delivery.", field="id")
+        attempt_rows = await self.conn.execute(
+            select(a).where(a.c.delivery_id == delivery_id).order_by(a.c.id)
+        )
+        attempts = [
+            Attempt(
+                at_ms=r.at_ms,
+                duration_ms=r.duration_ms,
+                status_code=r.status_code,
+                error=r.error,
+                response_excerpt=r.response_excerpt,
+            )
+            for r in attempt_rows
+        ]
+        body = row.body.encode("ascii") if row.body is not None else None
+        return _delivery_from_row(row, attempts, body)
+
+    async def redeliver(
+        self,
+        account_id: int,
+        now_ms: int,
+        *,
+        delivery_id: int | None = None,
+        status: str | None = dl.FAILED,
+        integration_id: int | None = None,
+        action: str | None = None,
+    ) -> int:
+        """Queue settled deliveries again with a fresh retry schedule; returns how many."""
+        d = s.deliveries
+        q = update(d).where(d.c.account_id == account_id, d.c.status != dl.PENDING)
+        if delivery_id is not None:
+            q = q.where(d.c.id == delivery_id)
+        if status is not None:
+            q = q.where(d.c.status == status)
+        if integration_id is not None:
+            q = q.where(d.c.integration_id == integration_id)
+        if action is not None:
+            q = q.where(d.c.action == action)
+        # a pruned payload cannot be sent again
+        q = q.where(d.c.event_id.in_(select(s.events.c.id).where(s.events.c.body.is_not(None))))
+        result = await self.conn.execute(
+            q.values(
+                status=dl.PENDING,
+                schedule_base=d.c.attempt_count,
+                next_attempt_ms=now_ms,
+                lease_owner=None,
+                updated_ms=now_ms,
+            )
+        )
+        count = int(result.rowcount or 0)
+        if count:
+            self.queued = True
+        return count
+
+    # -- operations -------------------------------------------------------------------
+
+    async def delivery_counts(self) -> dict[str, int]:
+        """How many deliveries there are in each status (for metrics)."""
+        d = s.deliveries
+        rows = await self.conn.execute(select(d.c.status, func.count()).group_by(d.c.status))
+        return {status: int(n) for status, n in rows}
+
+    async def ping(self) -> None:
+        """One round trip: raises when the database cannot be reached."""
+        await self.conn.execute(select(1))
+
+    async def prune(self, older_than_ms: int, batch: int) -> int:
+        """Drop attempts and payloads of settled deliveries older than the cut-off, one batch."""
+        d, e, a = s.deliveries, s.events, s.attempts
+        old = (
+            select(d.c.id)
+            .where(d.c.status == dl.DELIVERED, d.c.updated_ms < older_than_ms)
+            .limit(batch)
+        )
+        ids = [r[0] for r in await self.conn.execute(old)]
+        if not ids:
+            # events nobody was to receive go by age alone
+            unrouted = (
+                select(e.c.id)
+                .where(
+                    e.c.timestamp_ms < older_than_ms,
+                    ~select(d.c.id).where(d.c.event_id == e.c.id).exists(),
+                )
+                .limit(batch)
+            )
+            gone = await self.conn.execute(delete(e).where(e.c.id.in_(unrouted.scalar_subquery())))
+            return int(gone.rowcount or 0)
+        event_ids = [
+            r[0]
+            for r in await self.conn.execute(select(d.c.event_id).where(d.c.id.in_(ids)).distinct())
+        ]
+        await self.conn.execute(delete(a).where(a.c.delivery_id.in_(ids)))
+        await self.conn.execute(delete(d).where(d.c.id.in_(ids)))
+        # an event's payload goes only when none of its deliveries still needs it
+        still_used = select(d.c.event_id).where(d.c.event_id.in_(event_ids))
+        await self.conn.execute(delete(e).where(e.c.id.in_(event_ids), e.c.id.not_in(still_used)))
+        return len(ids)
