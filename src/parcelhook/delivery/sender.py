@@ -26,7 +26,7 @@ from aiohttp.resolver import DefaultResolver
 from parcelhook.delivery import wire
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.domain.retry import AttemptResult
-from parcelhook.domain.targets import IPAddress, forbidden_reason, parse_host_ip
+from parcelhook.domain.targets import BadURL, IPAddress, forbidden_reason, parse_webhook_url
 
 SAVE_TIME_DNS_TIMEOUT = 5.0
 
@@ -267,10 +267,11 @@ async def check_target_resolves(url: str, *, allow_private: bool) -> str | None:
     """
     if allow_private:
         return None
-    host = wire.host_of(url)
-    if not host:
-        return None
-    literal = parse_host_ip(host)
+    try:
+        parsed = parse_webhook_url(url)  # the reading the connection will use
+    except BadURL:
+        return None  # the URL check says what is wrong with it
+    host, literal = parsed.host, parsed.ip
     if literal is not None:
         reason = forbidden_reason(literal)
         return f"The webhook URL must not point to {reason} address {literal}." if reason else None

@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
+import aiohappyeyeballs
 import httptools
 from aiohttp.abc import AbstractResolver
 
-from parcelhook.domain.targets import IPAddress
+from parcelhook.domain.targets import BadURL, IPAddress, parse_webhook_url
 
 READ_LIMIT = 64 * 1024
 EXCERPT_LIMIT = 1024
@@ -43,6 +44,9 @@ KEEPALIVE_S = 15.0
 # a request on a connection idle this long that dies before any answer is sent again once,
 # on a fresh connection: the server most likely closed it as idle and never saw the request
 STALE_AFTER_S = 1.0
+# how long a connection attempt may go unanswered before the next address is tried too
+# (RFC 8305's recommended 250 ms, as aiohttp's connector uses)
+HAPPY_EYEBALLS_S = 0.25
 # characters a request target may carry as they are; anything else is percent-encoded
 _TARGET_SAFE = "/:@!$&'()*+,;=-._~%?[]"
 
@@ -89,30 +93,19 @@ class Target:
 
 def parse_target(url: str) -> Target:
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidURL(f"invalid URL: {_host_hint(url)}") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise InvalidURL("only http:// and https:// URLs can receive webhooks")
-    host = parts.hostname
-    if not host or "@" in parts.netloc:
-        raise InvalidURL(f"invalid URL: {_host_hint(url)}")
-    try:
-        host = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError as exc:
-        raise InvalidURL(f"invalid URL: {_host_hint(url)}") from exc
-    tls = scheme == "https"
-    default_port = 443 if tls else 80
-    port = port or default_port
+        parsed = parse_webhook_url(url)
+    except BadURL as exc:
+        if exc.kind == "scheme":
+            raise InvalidURL("only http:// and https:// URLs can receive webhooks") from exc
+        raise InvalidURL(f"invalid URL: {exc.hint or url[:100]}") from exc
+    host, port = parsed.host, parsed.port
     shown = f"[{host}]" if ":" in host else host
-    authority = shown if port == default_port else f"{shown}:{port}"
-    target = quote(parts.path or "/", safe=_TARGET_SAFE)
-    if parts.query:
-        target += "?" + quote(parts.query, safe=_TARGET_SAFE)
+    authority = shown if parsed.default_port else f"{shown}:{port}"
+    target = quote(parsed.path or "/", safe=_TARGET_SAFE)
+    if parsed.query:
+        target += "?" + quote(parsed.query, safe=_TARGET_SAFE)
     head = f"POST {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("ascii")
-    return Target((scheme, host, port), host, port, tls, head)
+    return Target((parsed.scheme, host, port), host, port, parsed.scheme == "https", head)
 
 
 def ip_literal(text: str) -> IPAddress | None:
@@ -121,17 +114,6 @@ def ip_literal(text: str) -> IPAddress | None:
         return ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
-
-
-def host_of(url: str) -> str | None:
-    try:
-        return urlsplit(url).hostname
-    except ValueError:
-        return None
-
-
-def _host_hint(url: str) -> str:
-    return host_of(url) or url[:100]
 
 
 @dataclass(slots=True)
@@ -311,6 +293,12 @@ class Connection(asyncio.Protocol):
         self._finish(self._answer())
 
 
+def _sockaddr(
+    ip: str, family: socket.AddressFamily, port: int
+) -> tuple[str, int] | tuple[str, int, int, int]:
+    return (ip, port, 0, 0) if family == socket.AF_INET6 else (ip, port)
+
+
 def _fresh(conn: Connection, now: float) -> bool:
     """Whether an idle connection may still be used."""
     return not conn.closed and now - conn.idle_since < KEEPALIVE_S
@@ -420,24 +408,31 @@ class Pool:
             # then names the host it was given
             found = await self._resolver.resolve(target.host, target.port, socket.AF_UNSPEC)
             addresses = [(r["host"], socket.AddressFamily(r["family"])) for r in found]
-        last: OSError = OSError(f"no address for {target.host}")
-        for ip, family in addresses:
-            conn = Connection()
-            try:
-                await loop.create_connection(
-                    lambda conn=conn: conn,
-                    host=ip,
-                    port=target.port,
-                    family=family,
-                    ssl=self._ssl_context() if target.tls else None,
-                    server_hostname=target.host if target.tls else None,
-                )
-            except OSError as exc:
-                last = exc
-                continue
-            self._all.add(conn)
-            return conn
-        raise last
+        if not addresses:
+            raise OSError(f"no address for {target.host}")
+        # Happy Eyeballs (RFC 8305) over exactly the checked addresses: families
+        # interleaved, the next attempt started after HAPPY_EYEBALLS_S without waiting for a
+        # black-holed one to time out
+        infos = [
+            (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", _sockaddr(ip, family, target.port))
+            for ip, family in addresses
+        ]
+        sock = await aiohappyeyeballs.start_connection(
+            infos, happy_eyeballs_delay=HAPPY_EYEBALLS_S, interleave=1, loop=loop
+        )
+        conn = Connection()
+        try:
+            await loop.create_connection(
+                lambda: conn,
+                sock=sock,
+                ssl=self._ssl_context() if target.tls else None,
+                server_hostname=target.host if target.tls else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self._all.add(conn)
+        return conn
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:

@@ -7,11 +7,90 @@ The connect-time half lives in `parcelhook.delivery.sender`; both share
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import idna
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_LENGTH = 2048
+
+
+class BadURL(ValueError):
+    """Why a URL cannot be a webhook target; `kind` names the problem for each caller's words."""
+
+    def __init__(self, kind: str, hint: str = "") -> None:
+        super().__init__(kind)
+        self.kind = kind  # syntax, relative, scheme, credentials, port, host
+        self.hint = hint  # the host as far as it could be read, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookURL:
+    """A webhook URL as both halves of the SSRF guard and the HTTP client read it."""
+
+    scheme: str  # http or https
+    host: str  # ASCII: names IDNA 2008 (UTS 46) encoded, IP literals without brackets
+    port: int  # the explicit port or the scheme's default
+    default_port: bool
+    path: str
+    query: str
+    ip: IPAddress | None  # the address the host spells, in any spelling libc accepts
+
+
+def parse_webhook_url(url: str) -> WebhookURL:
+    """The one reading of a webhook URL, shared by the save-time check and the connection,
+    so the two never disagree about where a URL goes."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise BadURL("syntax", _hostname(url)) from exc
+    scheme = parts.scheme.lower()
+    if not scheme or not parts.netloc:
+        raise BadURL("relative")
+    if scheme not in ("http", "https"):
+        raise BadURL("scheme")
+    raw = parts.hostname
+    if "@" in parts.netloc:
+        raise BadURL("credentials", raw or "")
+    if port == 0:
+        raise BadURL("port", raw or "")
+    if not raw:
+        raise BadURL("host")
+    if "%" in raw:
+        # an IPv6 zone id goes (for both readers: there is only this one); anywhere else a
+        # percent sign is an encoded name, which clients read differently
+        literal = parse_host_ip(raw) if ":" in raw else None
+        if literal is None:
+            raise BadURL("syntax", raw)
+        raw = str(literal)
+    if raw.isascii():
+        host = raw.lower()
+    else:
+        try:
+            # as browsers, aiohttp and httpx do: faß.test is xn--fa-hia.test, not fass.test
+            host = idna.encode(raw, uts46=True, transitional=False).decode("ascii")
+        except idna.IDNAError as exc:
+            raise BadURL("syntax", raw) from exc
+    default = 443 if scheme == "https" else 80
+    return WebhookURL(
+        scheme,
+        host,
+        port or default,
+        port in (None, default),
+        parts.path,
+        parts.query,
+        parse_host_ip(host),
+    )
+
+
+def _hostname(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _v4(net: str, reason: str) -> tuple[int, int, str]:
@@ -167,6 +246,16 @@ def _is_localhost(host: str) -> bool:
     return name == "localhost" or name.endswith(".localhost")
 
 
+_SAVE_WORDS = {
+    "syntax": "The webhook URL is not a valid URL (check the host and port).",
+    "relative": "The webhook URL must be absolute, such as https://example.com/webhooks.",
+    "scheme": "The webhook URL must use https://.",
+    "credentials": "The webhook URL must not contain credentials (user:password@).",
+    "port": "The webhook URL's port must be between 1 and 65535.",
+    "host": "The webhook URL must include a host name.",
+}
+
+
 def check_webhook_url(url: str, *, allow_http: bool, allow_private: bool) -> str | None:
     """None when `url` may be saved as a webhook target, else why not in a short sentence."""
     if not url:
@@ -177,25 +266,12 @@ def check_webhook_url(url: str, *, allow_http: bool, allow_private: bool) -> str
     if any(c.isspace() or c == "\\" or not c.isprintable() for c in url):
         return "The webhook URL must not contain spaces, control characters or backslashes."
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "The webhook URL is not a valid URL (check the host and port)."
-    scheme = parts.scheme.lower()
-    if not scheme or not parts.netloc:
-        return "The webhook URL must be absolute, such as https://example.com/webhooks."
-    if scheme == "http" and not allow_http:
+        parsed = parse_webhook_url(url)
+    except BadURL as exc:
+        return _SAVE_WORDS[exc.kind]
+    if parsed.scheme == "http" and not allow_http:
         return "The webhook URL must use https://; plain http:// is not allowed."
-    if scheme not in ("https", "http"):
-        return "The webhook URL must use https://."
-    if "@" in parts.netloc:
-        return "The webhook URL must not contain credentials (user:password@)."
-    if port == 0:
-        return "The webhook URL's port must be between 1 and 65535."
-    host = parts.hostname
-    if not host:
-        return "The webhook URL must include a host name."
-    ip = parse_host_ip(host)
+    host, ip = parsed.host, parsed.ip
     if ip is None:
         if _is_localhost(host) and not allow_private:
             return "The webhook URL must not point to localhost."
