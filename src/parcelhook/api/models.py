@@ -109,22 +109,13 @@ class StatusIn(_In):
 
 
 class TrackingUpdatesIn(_In):
-    """Items are checked one by one (a bad one fails alone), so they are any JSON here."""
+    """Items are checked one by one, so that a bad one fails alone: any JSON here."""
 
     tracking_updates: list[Any] = Field(
         min_length=1,
         max_length=1000,
-        json_schema_extra={
-            "items": {
-                "type": "object",
-                "required": ["parcel_id", "status_id"],
-                "properties": {
-                    "parcel_id": {"type": "integer"},
-                    "status_id": {"type": "integer", "enum": list(STATUS_MESSAGES)},
-                    "carrier_status_change_timestamp": {"type": "integer"},
-                },
-            }
-        },
+        description="Objects of `parcel_id`, `status_id` and optionally "
+        "`carrier_status_change_timestamp` (ms); each is answered in its place in `results`.",
     )
 
 
