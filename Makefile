@@ -17,7 +17,7 @@ run: $(STAMP)
 	mkdir -p var
 	PARCELHOOK_DATABASE_URL=$${PARCELHOOK_DATABASE_URL:-sqlite:///var/parcelhook.db} \
 	PARCELHOOK_KEY_FILE=$${PARCELHOOK_KEY_FILE:-var/parcelhook.key} \
-	$(BIN)/parcelhook serve --host 127.0.0.1 --port 8000 \
+	$(BIN)/parcelhook serve --host 127.0.0.1 --port 8000 --demo \
 		--allow-private-targets --allow-http-targets
 
 lint: $(STAMP)

@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from parcelhook import __version__
 from parcelhook.api import integrations, parcels, tracking, webhooks
 from parcelhook.api.errors import BodyLimit, install_error_handlers
+from parcelhook.metrics import RequestMetrics
+from parcelhook.ops_http import health, metrics_response
 from parcelhook.panel import install_panel
 from parcelhook.runtime import Runtime
 
@@ -44,34 +46,13 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, Any]:
-        await runtime.store.ping()
-        return {
-            "status": "ok",
-            "version": __version__,
-            "dispatcher": runtime.dispatcher is not None,
-        }
+        return await health(runtime)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-    async def metrics(_request: Request) -> str:
-        counts = await runtime.store.delivery_counts()
-        lines = [
-            "# HELP parcelhook_deliveries Deliveries by status.",
-            "# TYPE parcelhook_deliveries gauge",
-            *(
-                f'parcelhook_deliveries{{status="{s}"}} {counts.get(s, 0)}'
-                for s in ("pending", "delivered", "failed")
-            ),
-        ]
-        if runtime.dispatcher is not None:
-            lines += [
-                "# HELP parcelhook_dispatcher_in_flight Deliveries claimed and not yet settled.",
-                "# TYPE parcelhook_dispatcher_in_flight gauge",
-                f"parcelhook_dispatcher_in_flight {runtime.dispatcher.in_flight}",
-                "# HELP parcelhook_dispatcher_delivered_total Deliveries accepted by endpoints.",
-                "# TYPE parcelhook_dispatcher_delivered_total counter",
-                f"parcelhook_dispatcher_delivered_total {runtime.dispatcher.delivered}",
-            ]
-        return "\n".join(lines) + "\n"
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format; needs `Authorization: Bearer TOKEN` with --metrics-token."""
+        return await metrics_response(runtime, request)
 
     install_panel(app, runtime)
+    app.add_middleware(RequestMetrics, metrics=runtime.metrics)
     return app

@@ -27,10 +27,10 @@ def hand_down(settings: Settings, log_level: str) -> None:
 def app_from_environment() -> FastAPI:
     """uvicorn's app factory in each worker process."""
     from parcelhook.app import create_app
-    from parcelhook.cli import _logging
+    from parcelhook.logs import configure
     from parcelhook.runtime import Runtime
 
     # written by this process's parent (hand_down), never read from anywhere else
     settings, log_level = pickle.loads(base64.b64decode(os.environ[SETTINGS_ENV]))
-    _logging(log_level)
+    configure(log_level, settings.log_format)
     return create_app(Runtime(settings))

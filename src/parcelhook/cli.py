@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import click
+from pydantic import ValidationError
 
 from parcelhook import __version__
-from parcelhook.config import DEFAULT_DATABASE_URL, Settings
+from parcelhook.config import NO_FLAG, Settings, SettingsError, describe_error, env_name, flag
 from parcelhook.domain.errors import DomainError
-from parcelhook.domain.retry import RetryPolicy
+from parcelhook.store.crypto import MasterKeyError
 
 T = TypeVar("T")
 DEMO_EMAIL = "demo@parcelhook.local"
@@ -35,6 +36,8 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(main())
     except DomainError as exc:
         raise click.ClickException(exc.message) from None
+    except (SettingsError, MasterKeyError) as exc:
+        raise click.ClickException(str(exc)) from None
     except (OSError, ConnectionError) as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
@@ -45,145 +48,98 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise click.ClickException(f"{type(exc).__name__}: {words}"[:500]) from None
 
 
-def _database_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--database-url",
-        envvar="PARCELHOOK_DATABASE_URL",
-        default=DEFAULT_DATABASE_URL,
-        show_default=True,
-        help="sqlite:///FILE or postgresql://USER@HOST/DB.",
-    )(f)
+def settings_options(*fields: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Click options for these settings: `--flag`, shown by --help with its variable and
+    default. Unset flags stay None, so the variable, the .env file or the default applies."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(fields):
+            f = _option(name)(f)
+        return f
+
+    return decorate
 
 
-def _settings(database_url: str, **overrides: Any) -> Settings:
-    import os
-
-    key_file = Path(os.environ.get("PARCELHOOK_KEY_FILE", "parcelhook.key"))
-    return Settings(
-        database_url=database_url,
-        master_key=os.environ.get("PARCELHOOK_MASTER_KEY") or None,
-        key_file=key_file,
-        **overrides,
-    )
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # drivers log every statement (SQLAlchemy at INFO, aiosqlite with its parameters at
-    # DEBUG: ciphertexts, hashes, payloads), so they speak only of trouble
-    for driver in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
-        logging.getLogger(driver).setLevel(logging.WARNING)
+def _option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    info = Settings.model_fields[name]
+    default = info.default
+    shown = "" if default is None else f"; default {default}"
+    help_text = f"{info.description} [env {env_name(name)}{shown}]"
+    annotation = info.annotation
+    kind: Any = None
+    if annotation is bool:
+        return click.option(
+            f"{flag(name)}/--no-{flag(name)[2:]}", name, default=None, help=help_text
+        )
+    if get_origin(annotation) is Literal:
+        kind = click.Choice(get_args(annotation))
+    else:
+        base = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+        kind = {int: click.INT, float: click.FLOAT, Path: click.Path(path_type=Path)}.get(
+            base[0], click.STRING
+        )
+    return click.option(flag(name), name, type=kind, default=None, help=help_text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+STORAGE = ("database_url", "key_file")
+LOGS = ("log_level", "log_format")
+DELIVERY = (
+    "allow_private_targets",
+    "allow_http_targets",
+    "timeout",
+    "retry_first",
+    "retry_cap",
+    "retries",
+    "endpoint_concurrency",
+    "lease_seconds",
+    "poll_seconds",
+    "retention_days",
+    "alert_after_hours",
+    "disable_after_days",
+    "smtp_host",
+    "smtp_port",
+    "smtp_username",
+    "smtp_from",
+    "smtp_tls",
+    "otlp_endpoint",
+)
+SERVE = (
+    "host",
+    "port",
+    "workers",
+    "dispatcher",
+    "forwarded_allow_ips",
+    "secure_cookies",
+    "secret_grace_hours",
+    "metrics_token",
+)
+WORKER = ("http_port", "metrics_token")
+ALL = tuple(n for n in Settings.model_fields if n not in NO_FLAG and n != "retry")
+
+
+def build_settings(**flags: Any) -> Settings:
+    """The settings, once: flags over PARCELHOOK_* variables over .env over defaults."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise click.ClickException(describe_error(exc)) from None
+
+
+def _logging(settings: Settings) -> None:
+    from parcelhook.logs import configure
+
+    configure(settings.log_level, settings.log_format)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="parcelhook")
 def main() -> None:
-    """parcelhook: webhook feedback for shipping platforms (Sendcloud-compatible)."""
+    """parcelhook: webhook feedback for shipping platforms (Sendcloud-compatible).
 
-
-def _delivery_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-        click.option(
-            "--allow-private-targets",
-            is_flag=True,
-            envvar="PARCELHOOK_ALLOW_PRIVATE_TARGETS",
-            help="Let webhooks reach loopback and private addresses (local use only).",
-        ),
-        click.option(
-            "--allow-http-targets",
-            is_flag=True,
-            envvar="PARCELHOOK_ALLOW_HTTP_TARGETS",
-            help="Accept plain http:// webhook URLs (local use only).",
-        ),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(0.1, 120),
-            default=10.0,
-            envvar="PARCELHOOK_TIMEOUT",
-            show_default=True,
-            help="Seconds an endpoint has to answer.",
-        ),
-        click.option(
-            "--retry-first",
-            type=click.FloatRange(0.001),
-            default=300.0,
-            envvar="PARCELHOOK_RETRY_FIRST",
-            show_default=True,
-            help="Seconds before the first retry; each retry doubles it.",
-        ),
-        click.option(
-            "--retry-cap",
-            type=click.FloatRange(0.001),
-            default=3600.0,
-            envvar="PARCELHOOK_RETRY_CAP",
-            show_default=True,
-            help="Longest wait between retries, in seconds.",
-        ),
-        click.option(
-            "--retries",
-            type=click.IntRange(0, 100),
-            default=10,
-            envvar="PARCELHOOK_RETRIES",
-            show_default=True,
-        ),
-        click.option(
-            "--endpoint-concurrency",
-            type=click.IntRange(1, 1024),
-            default=16,
-            envvar="PARCELHOOK_ENDPOINT_CONCURRENCY",
-            show_default=True,
-            help="Requests one endpoint may have in flight at once.",
-        ),
-        click.option(
-            "--lease-seconds",
-            type=click.FloatRange(1, 3600),
-            default=120.0,
-            envvar="PARCELHOOK_LEASE_SECONDS",
-            show_default=True,
-            help="How long a claimed delivery stays with this process; a crashed process's "
-            "deliveries are taken over after it. Must exceed --timeout.",
-        ),
-        click.option(
-            "--poll-seconds",
-            type=click.FloatRange(0.05, 60),
-            default=1.0,
-            envvar="PARCELHOOK_POLL_SECONDS",
-            show_default=True,
-            help="Fallback poll when no wake-up arrives.",
-        ),
-        click.option(
-            "--log-level",
-            default="info",
-            envvar="PARCELHOOK_LOG_LEVEL",
-            type=click.Choice(["debug", "info", "warning", "error"]),
-        ),
-        _database_option,
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def _delivery_settings(database_url: str, **kw: Any) -> Settings:
-    retry = RetryPolicy.exponential(
-        first=kw.pop("retry_first"), cap=kw.pop("retry_cap"), retries=kw.pop("retries")
-    )
-    kw.pop("log_level", None)
-    return _settings(
-        database_url,
-        allow_private_targets=kw.pop("allow_private_targets"),
-        allow_http_targets=kw.pop("allow_http_targets"),
-        timeout=kw.pop("timeout"),
-        endpoint_concurrency=kw.pop("endpoint_concurrency"),
-        retry=retry,
-        lease_seconds=kw.pop("lease_seconds"),
-        poll_seconds=kw.pop("poll_seconds"),
-        **kw,
-    )
+    Every setting is a flag, a PARCELHOOK_* environment variable (the flag's name in
+    capitals) or a line in a .env file; flags win. `parcelhook config` shows the result.
+    """
 
 
 def _warn_targets(settings: Settings) -> None:
@@ -202,60 +158,56 @@ def _warn_targets(settings: Settings) -> None:
         )
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the server's socket before anything else starts, or say which setting to fix."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        raise click.ClickException(
+            f"cannot resolve host {host!r}: fix --host / PARCELHOOK_HOST"
+        ) from None
+    family, _, proto, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(
+            f"cannot listen on {host}:{port} ({exc.strerror}): choose another port with "
+            "--port / PARCELHOOK_PORT (or another address with --host / PARCELHOOK_HOST)"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 @main.command()
-@click.option("--host", default="127.0.0.1", envvar="PARCELHOOK_HOST", show_default=True)
-@click.option(
-    "--port",
-    default=8000,
-    type=click.IntRange(0, 65535),
-    envvar="PARCELHOOK_PORT",
-    show_default=True,
-)
-@click.option("--no-dispatcher", is_flag=True, help="Serve API and panel only (workers deliver).")
-@click.option(
-    "--forwarded-allow-ips",
-    default="",
-    envvar="PARCELHOOK_FORWARDED_ALLOW_IPS",
-    help="Comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto to trust "
-    "(default: none, not even loopback).",
-)
+@settings_options(*SERVE, *STORAGE, *DELIVERY, *LOGS)
 @click.option(
     "--demo/--no-demo",
-    default=True,
-    show_default=True,
-    help="Create the demo account if the database has none, and print how to sign in.",
+    default=False,
+    envvar="PARCELHOOK_DEMO",
+    help="Create a demo account (first run) and print how to sign in; for trying parcelhook "
+    "locally, never in production. [env PARCELHOOK_DEMO]",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    envvar="PARCELHOOK_WORKERS",
-    show_default=True,
-    help="Processes serving on the port (PostgreSQL only); each runs a dispatcher too "
-    "unless --no-dispatcher.",
-)
-@_delivery_options
-def serve(
-    host: str,
-    port: int,
-    no_dispatcher: bool,
-    forwarded_allow_ips: str,
-    demo: bool,
-    workers: int,
-    log_level: str,
-    **kw: Any,
-) -> None:
+def serve(demo: bool, **flags: Any) -> None:
     """Run the API, the panel and the dispatcher in one process (or --workers of them)."""
-    _logging(log_level)
-    settings = _delivery_settings(host=host, port=port, dispatcher=not no_dispatcher, **kw)
-    if workers > 1 and settings.database_url.startswith("sqlite"):
+    settings = build_settings(**flags)
+    _logging(settings)
+    if settings.workers > 1 and settings.is_sqlite:
         raise click.UsageError(
             "--workers needs PostgreSQL: SQLite lets one process write at a time, so more "
             "processes would only queue for its lock; on SQLite one process is the right shape."
         )
+    # first: a busy port is found before anything migrates or starts
+    sock = _listen(settings.host, settings.port)
     _warn_targets(settings)
-    if workers > 1:
-        _serve_workers(settings, workers, demo, log_level, proxy_trust(forwarded_allow_ips))
+    proxy = proxy_trust(settings.forwarded_allow_ips)
+    if settings.workers > 1:
+        # uvicorn binds the port in each worker process itself
+        sock.close()
+        _serve_workers(settings, demo, proxy)
         return
 
     async def go() -> None:
@@ -265,29 +217,27 @@ def serve(
         from parcelhook.runtime import Runtime
 
         runtime = Runtime(settings)
-        await runtime.store.migrate(runtime.clock.now_ms())
+        await runtime.prepare()
         if demo:
             await _ensure_demo(runtime)
         config = uvicorn.Config(
             create_app(runtime),
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=log_level == "debug",
+            log_level=settings.log_level,
+            log_config=None,
+            access_log=settings.log_level == "debug",
             lifespan="on",
-            **proxy_trust(forwarded_allow_ips),
+            **proxy,
         )
         server = uvicorn.Server(config)
+        host, port = sock.getsockname()[:2]
         click.echo(f"parcelhook {__version__} serving on http://{host}:{port}")
-        await server.serve()
+        await server.serve(sockets=[sock])
 
     _run(go)
 
 
-def _serve_workers(
-    settings: Settings, workers: int, demo: bool, log_level: str, proxy: dict[str, Any]
-) -> None:
-    """`workers` uvicorn processes on one socket, each with its own runtime."""
+def _serve_workers(settings: Settings, demo: bool, proxy: dict[str, Any]) -> None:
+    """`settings.workers` uvicorn processes on one socket, each with its own runtime."""
     import uvicorn
 
     from parcelhook import asgi
@@ -297,26 +247,27 @@ def _serve_workers(
 
         runtime = Runtime(settings)  # not started: no dispatcher in this process
         try:
-            await runtime.store.migrate(runtime.clock.now_ms())
+            await runtime.prepare()
             if demo:
                 await _ensure_demo(runtime)
         finally:
             await runtime.stop()
 
     _run(prepare)
-    asgi.hand_down(settings, log_level)
+    asgi.hand_down(settings, settings.log_level)
     click.echo(
         f"parcelhook {__version__} serving on http://{settings.host}:{settings.port} "
-        f"with {workers} worker processes"
+        f"with {settings.workers} worker processes"
     )
     uvicorn.run(
         "parcelhook.asgi:app_from_environment",
         factory=True,
-        workers=workers,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
-        log_level=log_level,
-        access_log=log_level == "debug",
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=settings.log_level == "debug",
         lifespan="on",
         **proxy,
     )
@@ -357,11 +308,12 @@ async def _ensure_demo(runtime: Any) -> None:
 
 
 @main.command()
-@_delivery_options
-def worker(log_level: str, **kw: Any) -> None:
+@settings_options(*WORKER, *STORAGE, *DELIVERY, *LOGS)
+def worker(**flags: Any) -> None:
     """Run the dispatcher alone (scale-out on PostgreSQL)."""
-    _logging(log_level)
-    settings = _delivery_settings(**kw)
+    settings = build_settings(**flags, dispatcher=True)
+    _logging(settings)
+    sock = _listen(settings.host, settings.http_port) if settings.http_port is not None else None
     _warn_targets(settings)
 
     async def go() -> None:
@@ -373,6 +325,11 @@ def worker(log_level: str, **kw: Any) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start()
+        server = None
+        if sock is not None:
+            from parcelhook.ops_http import serve_ops
+
+            server = await serve_ops(runtime, sock)
         click.echo(
             f"parcelhook worker {runtime.dispatcher.owner if runtime.dispatcher else ''}"
             " dispatching; Ctrl-C stops",
@@ -381,6 +338,8 @@ def worker(log_level: str, **kw: Any) -> None:
         try:
             await stop.wait()
         finally:
+            if server is not None:
+                await server.stop()
             await runtime.stop()
 
     _run(go)
@@ -393,22 +352,24 @@ def worker(log_level: str, **kw: Any) -> None:
     is_flag=True,
     help="Print the SQL that would bring the database up to date, and change nothing.",
 )
-@_database_option
-def migrate(as_sql: bool, database_url: str) -> None:
+@settings_options("database_url")
+def migrate(as_sql: bool, **flags: Any) -> None:
     """Bring the database schema up to date (Alembic revisions)."""
+    settings = build_settings(**flags)
     if as_sql:
-        click.echo(_run(lambda: _pending_sql(database_url)), nl=False)
+        click.echo(_run(lambda: _pending_sql(settings.database_url)), nl=False)
         return
-    settings = _settings(database_url, dispatcher=False)
 
     async def go() -> list[str]:
-        from parcelhook.runtime import Runtime
+        from parcelhook.store.crypto import SecretBox
+        from parcelhook.store.store import Store
 
-        runtime = Runtime(settings)
+        # no master key needed to change the schema
+        store = Store.open(settings.database_url, SecretBox.locked())
         try:
-            return await runtime.store.migrate()
+            return await store.migrate()
         finally:
-            await runtime.stop()
+            await store.close()
 
     applied = _run(go)
     click.echo(f"applied revisions {', '.join(applied)}" if applied else "schema is up to date")
@@ -445,17 +406,17 @@ def account() -> None:
 @click.option("--email", required=True)
 @click.option("--password", required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@_database_option
-def account_create(email: str, password: str, as_json: bool, database_url: str) -> None:
+@settings_options(*STORAGE)
+def account_create(email: str, password: str, as_json: bool, **flags: Any) -> None:
     """Create an account with its first API integration and print its keys."""
-    settings = _settings(database_url, dispatcher=False)
+    settings = build_settings(**flags, dispatcher=False)
 
     async def go() -> Any:
         from parcelhook.runtime import Runtime
 
         runtime = Runtime(settings)
         try:
-            await runtime.store.migrate(runtime.clock.now_ms())
+            await runtime.prepare()
             return await runtime.service.create_account(email, password)
         finally:
             await runtime.stop()
@@ -490,8 +451,8 @@ def account_create(email: str, password: str, as_json: bool, database_url: str) 
     show_default=True,
     help="Updates per transaction.",
 )
-@_database_option
-def import_tracking(file: Path, email: str, batch: int, database_url: str) -> None:
+@settings_options(*STORAGE)
+def import_tracking(file: Path, email: str, batch: int, **flags: Any) -> None:
     """Apply carrier tracking updates from FILE (CSV with a header, or JSON lines).
 
     Each status change sends `parcel_status_changed` as the API's would. Lines that fail
@@ -500,7 +461,7 @@ def import_tracking(file: Path, email: str, batch: int, database_url: str) -> No
     from parcelhook.domain.errors import NotFound
     from parcelhook.tools import tracking_file
 
-    settings = _settings(database_url, dispatcher=False)
+    settings = build_settings(**flags, dispatcher=False)
     with file.open(encoding="utf-8", newline="") as f:
         as_csv = tracking_file.is_csv(file, f.read(4096))
     total = max(tracking_file.count_lines(file) - (1 if as_csv else 0), 0)
@@ -511,6 +472,7 @@ def import_tracking(file: Path, email: str, batch: int, database_url: str) -> No
         runtime = Runtime(settings)
         counts = {"changed": 0, "unchanged": 0, "failed": 0}
         try:
+            await runtime.prepare()
             async with runtime.store.reading() as r:
                 found = await r.account_by_email(email.strip().lower())
             if found is None:
@@ -538,6 +500,88 @@ def import_tracking(file: Path, email: str, batch: int, database_url: str) -> No
     click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))
     if counts["failed"]:
         sys.exit(1)
+
+
+@main.group()
+def keys() -> None:
+    """The master key that encrypts stored secrets."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new master key (for PARCELHOOK_MASTER_KEY or a key file)."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode("ascii"))
+
+
+@keys.command("rotate")
+@settings_options(*STORAGE)
+def keys_rotate(**flags: Any) -> None:
+    """Re-encrypt every stored secret under a new master key; resumable, safe while serving.
+
+    With a key file, a new key is generated and written first in the file (the old one
+    stays after it, so running servers still open everything). With PARCELHOOK_MASTER_KEY,
+    set it to the new key and PARCELHOOK_PREVIOUS_MASTER_KEYS to the old one, restart the
+    servers with both, then run this.
+    """
+    settings = build_settings(**flags, dispatcher=False)
+
+    async def go() -> tuple[int, str]:
+        from cryptography.fernet import Fernet
+
+        from parcelhook.store import masterkey, meta
+        from parcelhook.store.crypto import fingerprint
+        from parcelhook.store.store import Store
+
+        source = masterkey.key_source(settings, create=False)
+        store = Store.open(settings.database_url, masterkey.box_for(source))
+        try:
+            await store.migrate()
+            await masterkey.check(store, source)
+            if source.file is not None:
+                resuming = await meta.get(store, masterkey.ROTATING_TO)
+                if resuming != fingerprint(source.keys[0]):
+                    new = Fernet.generate_key()
+                    # the file first, then the database: a crash in between leaves a key
+                    # no secret uses yet, never a secret no key opens
+                    masterkey.write_key_file(source.file, [new, *source.keys])
+                    await meta.put(store, masterkey.ROTATING_TO, fingerprint(new))
+                    source = masterkey.KeySource([new, *source.keys], source.where, source.file)
+            elif len(source.keys) < 2:
+                raise MasterKeyError(
+                    "to rotate a key given in PARCELHOOK_MASTER_KEY, set it to the new key and "
+                    "PARCELHOOK_PREVIOUS_MASTER_KEYS to the old one (restart the servers with "
+                    "both), then run keys rotate again"
+                )
+
+            def progress(done: int, total: int) -> None:
+                click.echo(f"\rre-encrypted the secrets of {done}/{total} integrations", nl=False)
+
+            changed = await masterkey.rotate(store, source, progress=progress)
+            if source.file is not None:
+                # the old key stays as a fallback until the next rotation
+                masterkey.write_key_file(source.file, source.keys[:2])
+            return changed, fingerprint(source.keys[0])
+        finally:
+            await store.close()
+
+    changed, fp = _run(go)
+    click.echo(f"\n{changed} integrations re-encrypted; the database's master key is now {fp}")
+
+
+@main.command("config")
+@settings_options(*ALL)
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
+def config_command(as_json: bool, **flags: Any) -> None:
+    """Show the effective settings (flags, PARCELHOOK_* variables, .env), secrets masked."""
+    shown = build_settings(**flags).shown()
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    width = max(len(env_name(n)) for n in shown)
+    for name, value in shown.items():
+        click.echo(f"{env_name(name):<{width}}  {'' if value is None else value}")
 
 
 def _register_tools() -> None:

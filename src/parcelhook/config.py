@@ -1,37 +1,188 @@
-"""Settings, built once (from flags and PARCELHOOK_* variables) and passed in."""
+"""Settings, in one place: built once (flags over `PARCELHOOK_*` variables over a `.env` file
+over defaults) and passed in. `parcelhook config` prints them; `--help` lists them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from parcelhook.domain.integrations import TargetPolicy
 from parcelhook.domain.retry import RetryPolicy
 
 DEFAULT_DATABASE_URL = "sqlite:///parcelhook.db"
+ENV_PREFIX = "PARCELHOOK_"
+SUPPORTED_URLS = "sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB"
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    host: str = "127.0.0.1"
-    port: int = 8000
-    allow_private_targets: bool = False
-    allow_http_targets: bool = False
-    # seconds a delivery attempt may take before it counts as failed
-    timeout: float = 10.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    endpoint_concurrency: int = 16
-    # how long a claimed delivery stays leased: a crashed worker's work is retaken after it
-    lease_seconds: float = 120.0
-    poll_seconds: float = 1.0
-    # the Fernet master key; when absent it is read from (or generated into) key_file
-    master_key: str | None = None
-    key_file: Path = Path("parcelhook.key")
-    retention_days: float = 30.0
-    secret_grace_hours: float = 24.0
-    dispatcher: bool = True
-    secure_cookies: bool = False
+class SettingsError(ValueError):
+    """A setting's value is unusable; the message names the flag and the variable to fix."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def names(name: str) -> str:
+    """How an operator sets `name`: `--flag / PARCELHOOK_VAR`."""
+    if name in NO_FLAG:
+        return env_name(name)
+    return f"{flag(name)} / {env_name(name)}"
+
+
+# secrets given on a command line would show in the process list: variables and .env only
+NO_FLAG = frozenset({"master_key", "previous_master_keys", "smtp_password"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        arbitrary_types_allowed=True,
+        # the derived retry policy starts as None (see _retry_policy)
+        validate_default=False,
+    )
+
+    # -- storage ---------------------------------------------------------------------------
+    database_url: str = Field(DEFAULT_DATABASE_URL, description=SUPPORTED_URLS + ".")
+    master_key: SecretStr | None = Field(
+        None,
+        description="The Fernet key that encrypts stored secrets (else read from --key-file).",
+    )
+    previous_master_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated keys secrets may still be sealed with during a rotation.",
+    )
+    key_file: Path | None = Field(
+        None,
+        description="File holding the master key (SQLite: created next to the database "
+        "file when missing).",
+    )
+    retention_days: float = Field(
+        30.0, gt=0, description="Days settled deliveries' payloads and attempts are kept."
+    )
+
+    # -- HTTP --------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes serving on the port (PostgreSQL only); each runs a "
+        "dispatcher too unless --no-dispatcher.",
+    )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="Comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto "
+        "to trust (default: none, not even loopback).",
+    )
+    secure_cookies: bool = Field(
+        False, description="Mark panel session cookies Secure (serve the panel over https)."
+    )
+    secret_grace_hours: float = Field(
+        24.0, ge=0, description="Hours a rotated webhook secret keeps verifying."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="When set, /metrics needs 'Authorization: Bearer TOKEN'."
+    )
+    http_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="worker only: serve /metrics and /healthz on this port.",
+    )
+
+    # -- delivery ----------------------------------------------------------------------------
+    dispatcher: bool = Field(True, description="Deliver webhooks in this process.")
+    allow_private_targets: bool = Field(
+        False, description="Let webhooks reach loopback and private addresses (local use only)."
+    )
+    allow_http_targets: bool = Field(
+        False, description="Accept plain http:// webhook URLs (local use only)."
+    )
+    timeout: float = Field(10.0, ge=0.1, le=120, description="Seconds an endpoint has to answer.")
+    retry_first: float = Field(
+        300.0, gt=0, description="Seconds before the first retry; each retry doubles it."
+    )
+    retry_cap: float = Field(3600.0, gt=0, description="Longest wait between retries, seconds.")
+    retries: int = Field(10, ge=0, le=100, description="Retries after the first attempt.")
+    # an explicit policy (tests, benchmarks); else built from the three settings above
+    retry: RetryPolicy = Field(None, exclude=True)  # type: ignore[assignment]
+    endpoint_concurrency: int = Field(
+        16, ge=1, le=1024, description="Requests one endpoint may have in flight at once."
+    )
+    lease_seconds: float = Field(
+        120.0,
+        ge=1,
+        le=3600,
+        description="How long a claimed delivery stays with this process; a crashed "
+        "process's deliveries are taken over after it. Must exceed --timeout.",
+    )
+    poll_seconds: float = Field(
+        1.0, ge=0.05, le=60, description="Fallback poll when no wake-up arrives."
+    )
+
+    # -- failing endpoints ----------------------------------------------------------------
+    alert_after_hours: float = Field(
+        1.0, ge=0, description="E-mail the account once an endpoint has failed this long."
+    )
+    disable_after_days: float = Field(
+        3.0,
+        ge=0,
+        description="Turn a webhook off once its endpoint has failed this long (0: never).",
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for alerts (unset: no e-mail).")
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    smtp_username: str | None = Field(None, description="SMTP user name, if it needs one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_from: str = Field("parcelhook@localhost", description="Sender address of alerts.")
+    smtp_tls: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (port 587), tls (port 465) or none."
+    )
+
+    # -- observability -----------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level shown."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text for people, json (one object a line) for collectors."
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="Send traces by OTLP/HTTP here (needs the parcelhook[otel] extra).",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str) -> str:
+        try:
+            driver = make_url(url).get_backend_name()
+        except ArgumentError:
+            raise ValueError(f"not a database URL; use {SUPPORTED_URLS}") from None
+        if driver not in ("sqlite", "postgresql"):
+            raise ValueError(f"{driver} is not supported; use {SUPPORTED_URLS}")
+        return url
+
+    @model_validator(mode="after")
+    def _retry_policy(self) -> Settings:
+        if self.retry is None:
+            policy = RetryPolicy.exponential(
+                first=self.retry_first, cap=self.retry_cap, retries=self.retries
+            )
+            # frozen: a validator is the one place the derived value may be set
+            self.__dict__["retry"] = policy
+        return self
 
     @property
     def target_policy(self) -> TargetPolicy:
@@ -39,6 +190,56 @@ class Settings:
             allow_http=self.allow_http_targets, allow_private=self.allow_private_targets
         )
 
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.database_url).database
+        return Path(database) if database and database != ":memory:" else None
+
+    @property
+    def effective_key_file(self) -> Path | None:
+        """The key file: the one given, else (SQLite) `NAME.key` next to the database file."""
+        if self.key_file is not None:
+            return self.key_file
+        db = self.sqlite_file
+        return db.with_suffix(".key") if db is not None else None
+
+    def shown(self) -> dict[str, Any]:
+        """Every setting's effective value, secrets masked (for `parcelhook config`)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            if name == "retry":
+                continue
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********" if value.get_secret_value() else ""
+            elif name == "database_url":
+                value = make_url(value).render_as_string(hide_password=True)
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        out["key_file"] = str(self.effective_key_file or "")
+        return out
+
     def __repr__(self) -> str:
         # the URL may carry a database password
         return f"Settings(host={self.host!r}, port={self.port}, dispatcher={self.dispatcher})"
+
+    __str__ = __repr__
+
+
+def describe_error(exc: Exception) -> str:
+    """A pydantic ValidationError as one line naming the flag and the variable to fix."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    first = exc.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else ""
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{names(name)}: {message}" if name else message

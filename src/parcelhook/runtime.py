@@ -11,9 +11,9 @@ from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain.clock import Clock, SystemClock
+from parcelhook.metrics import Metrics
 from parcelhook.service import Service
-from parcelhook.store import Store
-from parcelhook.store.crypto import SecretBox, load_master_key
+from parcelhook.store import Store, masterkey
 
 log = logging.getLogger("parcelhook")
 
@@ -25,8 +25,9 @@ class Runtime:
         self.settings = settings
         self.clock = clock or SystemClock()
         # loaded once: the store's encryption and the panel's session signing derive from it
-        self.master_key = load_master_key(settings.master_key, settings.key_file)
-        box = SecretBox(self.master_key)
+        self.keys = masterkey.key_source(settings)
+        self.master_key = self.keys.keys[0]
+        box = masterkey.box_for(self.keys)
         self.store = Store.open(settings.database_url, box)
         # the Test button's sender is separate so a test never waits behind deliveries
         self.test_sender = Sender(
@@ -43,12 +44,18 @@ class Runtime:
             secret_grace_ms=int(settings.secret_grace_hours * 3600 * 1000),
         )
         self.dispatcher: Dispatcher | None = None
+        self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
+    async def prepare(self) -> None:
+        """Bring the schema up to date and refuse a master key that is not the database's."""
+        await self.store.migrate(self.clock.now_ms())
+        await masterkey.check(self.store, self.keys)
+
     async def start(self, *, migrate: bool = True) -> None:
         if migrate:
-            await self.store.migrate(self.clock.now_ms())
+            await self.prepare()
         if self.settings.dispatcher:
             await self.start_dispatcher()
 

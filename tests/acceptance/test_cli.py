@@ -101,7 +101,7 @@ def test_serve_logs_no_sql_at_info(tmp_path: Path) -> None:
     """The default log level speaks of the service, not of every statement it runs."""
     db = f"sqlite:///{tmp_path / 'z.db'}"
     proc = subprocess.Popen(
-        [*EXE, "serve", "--port", "0", "--database-url", db],
+        [*EXE, "serve", "--demo", "--port", "0", "--database-url", db],
         cwd=tmp_path,
         env={**os.environ, "PARCELHOOK_KEY_FILE": str(tmp_path / "k.key")},
         stdout=subprocess.PIPE,

@@ -99,7 +99,7 @@ def served(
     port = _free_port()
     out, err = tmp / "stdout.txt", tmp / "stderr.txt"
     command = [
-        *(sys.executable, "-m", "parcelhook.cli", "serve", "--port", str(port)),
+        *(sys.executable, "-m", "parcelhook.cli", "serve", "--demo", "--port", str(port)),
         *("--database-url", database_url, "--allow-private-targets", "--allow-http-targets"),
         *("--retries", retries, "--timeout", "5", "--log-level", "warning"),
     ]

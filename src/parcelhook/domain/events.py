@@ -34,6 +34,14 @@ def new_event_id(now_ms: int) -> str:
     return "evt_" + "".join(_CROCKFORD[(n >> (5 * i)) & 31] for i in range(25, -1, -1))
 
 
+def event_time_ms(event_id: str) -> int:
+    """The millisecond an event id was made in (its ULID's first 48 bits)."""
+    n = 0
+    for ch in event_id[4:14]:
+        n = n * 32 + _CROCKFORD.index(ch)
+    return n
+
+
 def make_event(account_id: int, payload: dict[str, Any]) -> Event:
     return Event(
         id=new_event_id(payload["timestamp"]),

@@ -1,42 +1,103 @@
-"""Encryption at rest for every secret the store keeps (Fernet)."""
+"""Encryption at rest for every secret the store keeps (Fernet, several keys during a
+rotation: the first seals, any opens)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Sequence
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+_FINGERPRINT_LABEL = b"parcelhook master key fingerprint v1"
+
+
+class MasterKeyError(ValueError):
+    """The master key is missing, malformed or not this database's; says what to fix."""
+
+
+def fingerprint(key: bytes) -> str:
+    """A short public name for a key, from which nothing of the key can be learnt."""
+    return hmac.new(key, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:16]
+
+
+def fernet(key: bytes, where: str) -> Fernet:
+    try:
+        return Fernet(key)
+    except (ValueError, TypeError):
+        raise MasterKeyError(
+            f"the master key in {where} is not a Fernet key (32 url-safe base64-encoded "
+            "bytes; `parcelhook keys generate` makes one)"
+        ) from None
 
 
 class SecretBox:
-    """Encrypts secrets before they reach the database and decrypts them on the way out."""
+    """Encrypts secrets before they reach the database and decrypts them on the way out.
 
-    def __init__(self, key: bytes) -> None:
-        self._fernet = Fernet(key)
+    With `reload`, a token no key opens makes it read the keys again (at most once a
+    second): a rotation that added a key to the key file is picked up while serving."""
+
+    def __init__(
+        self,
+        keys: bytes | Sequence[bytes],
+        *,
+        where: str = "the master key",
+        reload: Callable[[], Sequence[bytes]] | None = None,
+    ) -> None:
+        self.keys: list[bytes] = [keys] if isinstance(keys, bytes) else list(keys)
+        self._where = where
+        self._fernet = MultiFernet([fernet(k, where) for k in self.keys]) if self.keys else None
+        self._reload = reload
+        self._reloaded = 0.0
+
+    @classmethod
+    def locked(cls) -> SecretBox:
+        """A box without keys, for work that never touches a secret (migrations)."""
+        return cls([])
+
+    @property
+    def fingerprints(self) -> list[str]:
+        return [fingerprint(k) for k in self.keys]
+
+    def _box(self) -> MultiFernet:
+        if self._fernet is None:
+            raise MasterKeyError(f"no master key: set {self._where}")
+        return self._fernet
 
     def seal(self, secret: str) -> str:
-        return self._fernet.encrypt(secret.encode("utf-8")).decode("ascii")
+        return self._box().encrypt(secret.encode("utf-8")).decode("ascii")
 
     def open(self, token: str) -> str:
         try:
-            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
+            return self._box().decrypt(token.encode("ascii")).decode("utf-8")
         except InvalidToken:
+            if self._try_reload():
+                return self.open(token)
             # never echo the token: it is the secret's ciphertext
             raise RuntimeError("a stored secret does not decrypt with this master key") from None
 
+    def opens(self, token: str) -> bool:
+        try:
+            self._box().decrypt(token.encode("ascii"))
+        except InvalidToken:
+            return False
+        return True
+
+    def reseal(self, token: str) -> str:
+        """The same secret sealed with the first key (MultiFernet.rotate)."""
+        return self._box().rotate(token.encode("ascii")).decode("ascii")
+
+    def _try_reload(self) -> bool:
+        if self._reload is None or time.monotonic() - self._reloaded < 1.0:
+            return False
+        self._reloaded = time.monotonic()
+        keys = list(self._reload())
+        if keys == self.keys:
+            return False
+        self.keys = keys
+        self._fernet = MultiFernet([fernet(k, self._where) for k in keys])
+        return True
+
     def __repr__(self) -> str:
         return "SecretBox(<hidden>)"
-
-
-def load_master_key(env_value: str | None, key_file: Path) -> bytes:
-    """The master key from the environment, else from `key_file` (created with mode 0600)."""
-    if env_value:
-        return env_value.encode("ascii")
-    if key_file.exists():
-        return key_file.read_bytes().strip()
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + b"\n")
-    return key

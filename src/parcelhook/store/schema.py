@@ -177,3 +177,12 @@ attempts = Table(
     Column("error", Text),
     Column("response_excerpt", Text, nullable=False),
 )
+
+# facts about the database itself, e.g. the fingerprint of the master key its secrets are
+# sealed with (store/masterkey.py)
+meta = Table(
+    "parcelhook_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -82,6 +82,11 @@ class Store:
         async with self.reading() as r:
             await r.ping()
 
+    async def queue_depth(self, now_ms: int, cap: int) -> tuple[int, int]:
+        """Pending deliveries and those due now, each counted up to `cap` (cheap)."""
+        async with self.reading() as r:
+            return await r.queue_depth(now_ms, cap)
+
     async def delivery_counts(self) -> dict[str, int]:
         """How many deliveries there are in each status."""
         async with self.reading() as r:

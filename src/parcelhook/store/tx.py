@@ -598,6 +598,23 @@ class Tx:
         """One round trip: raises when the database cannot be reached."""
         await self.conn.execute(select(1))
 
+    async def queue_depth(self, now_ms: int, cap: int) -> tuple[int, int]:
+        """Pending deliveries and those of them due now, each counted up to `cap`: bounded
+        reads of the partial indexes on pending deliveries, never a walk of the table."""
+        d = s.deliveries
+        pending = select(d.c.id).where(d.c.status == dl.PENDING)
+        counts = []
+        for q in (pending, pending.where(d.c.next_attempt_ms <= now_ms)):
+            bounded = q.limit(cap).subquery()
+            counts.append(
+                int(
+                    (
+                        await self.conn.execute(select(func.count()).select_from(bounded))
+                    ).scalar_one()
+                )
+            )
+        return counts[0], counts[1]
+
     async def prune(self, older_than_ms: int, batch: int) -> int:
         """Drop attempts and payloads of settled deliveries older than the cut-off, one batch."""
         d, e, a = s.deliveries, s.events, s.attempts

@@ -1,0 +1,60 @@
+"""Logging set-up: text for people, JSON lines (structlog) for collectors.
+
+Code logs through the standard library (`logging.getLogger(...)`), with structured fields
+passed as `extra={...}`; both formats show them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+# the LogRecord attributes every record has: whatever else it carries came from `extra`
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The structured fields a record was given with `extra=`."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value …`"""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = fields(record)
+        if extra:
+            line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
+        return line
+
+
+def json_formatter() -> logging.Formatter:
+    return structlog.stdlib.ProcessorFormatter(
+        processor=structlog.processors.JSONRenderer(),
+        foreign_pre_chain=[
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.format_exc_info,
+        ],
+    )
+
+
+def configure(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(json_formatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # drivers log every statement (SQLAlchemy at INFO, aiosqlite with its parameters at
+    # DEBUG: ciphertexts, hashes, payloads), so they speak only of trouble
+    for driver in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "alembic"):
+        logging.getLogger(driver).setLevel(logging.WARNING)

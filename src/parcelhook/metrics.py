@@ -1,0 +1,162 @@
+"""Prometheus metrics (prometheus_client), one registry per runtime.
+
+Nothing here costs a table scan: the queue depth is a bounded count read at most once per
+`DEPTH_TTL_S` whatever the scrape rate, and per-delivery work is a counter increment and a
+histogram observation, with labels from small fixed sets (never an endpoint or account).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+if TYPE_CHECKING:
+    from parcelhook.store import Store
+
+__all__ = ["CONTENT_TYPE_LATEST", "DEPTH_CAP", "Metrics", "RequestMetrics"]
+
+# counts above this read as this: a gauge of "more than 100,000" is all an alert needs
+DEPTH_CAP = 100_000
+DEPTH_TTL_S = 5.0
+# seconds; attempts time out at --timeout (10 s by default)
+ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# commit to delivery: milliseconds on the happy path, hours through retries
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 6 * 3600, 86400)
+DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "parcelhook_delivery_attempts",
+            "Delivery attempts by outcome: delivered, retry, failed (no retries left), gone "
+            "(410: webhook turned off), skipped (webhook off, not sent).",
+            ["outcome"],
+            registry=r,
+        )
+        self.attempt_seconds = Histogram(
+            "parcelhook_attempt_duration_seconds",
+            "Time one HTTP attempt took, to the endpoint's answer or the timeout.",
+            buckets=ATTEMPT_BUCKETS,
+            registry=r,
+        )
+        self.latency_seconds = Histogram(
+            "parcelhook_delivery_latency_seconds",
+            "From the commit that made an event to its delivery being accepted.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.claim_seconds = Histogram(
+            "parcelhook_claim_duration_seconds",
+            "Time one claim of due deliveries took.",
+            buckets=DB_BUCKETS,
+            registry=r,
+        )
+        self.claimed = Counter(
+            "parcelhook_claimed_deliveries", "Deliveries claimed for sending.", registry=r
+        )
+        self.write_seconds = Histogram(
+            "parcelhook_outcome_write_duration_seconds",
+            "Time one batched write of attempt outcomes took.",
+            buckets=DB_BUCKETS,
+            registry=r,
+        )
+        self.lanes = Gauge(
+            "parcelhook_lanes_in_use", "Endpoints with deliveries held by this process.", registry=r
+        )
+        self.in_flight = Gauge(
+            "parcelhook_in_flight_deliveries",
+            "Deliveries claimed by this process and not yet settled.",
+            registry=r,
+        )
+        self.requests = Counter(
+            "parcelhook_http_requests",
+            "API and panel requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "parcelhook_http_request_duration_seconds",
+            "Time to answer an API or panel request, by route template.",
+            ["route"],
+            buckets=ATTEMPT_BUCKETS,
+            registry=r,
+        )
+        self.pending = Gauge(
+            "parcelhook_queue_pending",
+            f"Deliveries waiting to be delivered or retried (counted up to {DEPTH_CAP}).",
+            registry=r,
+        )
+        self.due = Gauge(
+            "parcelhook_queue_due",
+            f"Pending deliveries whose time has come (counted up to {DEPTH_CAP}).",
+            registry=r,
+        )
+        self.failing = Gauge(
+            "parcelhook_failing_endpoints",
+            "Integrations whose deliveries are failing, as the alert check last saw them.",
+            registry=r,
+        )
+        self.alerts = Counter(
+            "parcelhook_endpoint_alerts",
+            "Failing-endpoint actions: mailed (account told), disabled (webhook turned off).",
+            ["action"],
+            registry=r,
+        )
+        self._depth_read = -DEPTH_TTL_S
+
+    def watch_dispatcher(self, lanes: Callable[[], int], in_flight: Callable[[], int]) -> None:
+        """Gauges read from the dispatcher at scrape time (nothing on its hot path)."""
+        self.lanes.set_function(lanes)
+        self.in_flight.set_function(in_flight)
+
+    async def refresh(self, store: Store, now_ms: int) -> None:
+        """Read the queue's depth, at most once per DEPTH_TTL_S."""
+        if time.monotonic() - self._depth_read < DEPTH_TTL_S:
+            return
+        self._depth_read = time.monotonic()
+        pending, due = await store.queue_depth(now_ms, DEPTH_CAP)
+        self.pending.set(pending)
+        self.due.set(due)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """ASGI middleware: requests by route template (never the raw path), method, status."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
