@@ -51,8 +51,12 @@ def json_formatter() -> logging.Formatter:
 def configure(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(json_formatter() if fmt == "json" else TextFormatter())
+    handler.set_name("parcelhook")
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # replaces only its own handler: others (a host application's, pytest's) stay
+    for old in [h for h in root.handlers if h.get_name() == "parcelhook"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     # drivers log every statement (SQLAlchemy at INFO, aiosqlite with its parameters at
     # DEBUG: ciphertexts, hashes, payloads), so they speak only of trouble

@@ -29,12 +29,12 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from parcelhook.app import create_app
+from parcelhook.config import Settings
 from parcelhook.domain.clock import FakeClock
 from parcelhook.domain.retry import RetryPolicy
 from parcelhook.panel.sessions import signing_secret
 from parcelhook.runtime import Runtime
-from parcelhook.store import schema
-from parcelhook.store.crypto import load_master_key
+from parcelhook.store import masterkey, schema
 from parcelhook.store.tx import integration_from_row
 from support.harness import MASTER_KEY, Harness, HarnessFactory, eventually
 from support.hostile_receiver import HostileReceiver, Mode
@@ -478,6 +478,11 @@ async def test_no_secret_leaks_anywhere(
             assert found == [], (path.name, found)
 
 
+def load_master_key(env_value: str | None, key_file: Path) -> bytes:
+    settings = Settings(master_key=env_value, key_file=key_file)  # type: ignore[arg-type]
+    return masterkey.key_source(settings).keys[0]
+
+
 def test_a_generated_master_key_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     key_file = tmp_path / "etc" / "parcelhook.key"
     old = os.umask(0)  # the most permissive umask an operator could have
@@ -505,10 +510,10 @@ def test_the_secret_box_never_shows_its_key() -> None:
 async def test_debug_logging_does_not_echo_sql_parameters(
     harness: HarnessFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from parcelhook.cli import _logging
+    from parcelhook.logs import configure
 
     caplog.set_level(logging.DEBUG)
-    _logging("debug")  # the product's own logging set-up, as `--log-level debug` runs it
+    configure("debug")  # the product's own logging set-up, as `--log-level debug` runs it
     h = await harness(dispatcher=False)
     acct = await h.account()
     r = await acct.call(
