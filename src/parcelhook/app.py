@@ -54,5 +54,5 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         return await metrics_response(runtime, request)
 
     install_panel(app, runtime)
-    app.add_middleware(RequestMetrics, metrics=runtime.metrics)
+    app.add_middleware(RequestMetrics, metrics=runtime.metrics, tracer=runtime.tracer)
     return app

@@ -114,6 +114,11 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        # every series exists from the start (a dashboard shows 0, not "no data")
+        for outcome in ("delivered", "retry", "failed", "gone", "skipped"):
+            self.deliveries.labels(outcome)
+        for action in ("mailed", "disabled"):
+            self.alerts.labels(action)
         self._depth_read = -DEPTH_TTL_S
 
     def watch_dispatcher(self, lanes: Callable[[], int], in_flight: Callable[[], int]) -> None:
@@ -135,16 +140,27 @@ class Metrics:
 
 
 class RequestMetrics:
-    """ASGI middleware: requests by route template (never the raw path), method, status."""
+    """ASGI middleware: requests by route template (never the raw path), method and status,
+    and (when tracing is on) a span per request."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: Any, metrics: Metrics, tracer: Any = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracer = tracer
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.tracer is None:
+            await self._measured(scope, receive, send, None)
+            return
+        from parcelhook.tracing import server_kind
+
+        with self.tracer.start_as_current_span("http request", kind=server_kind()) as span:
+            await self._measured(scope, receive, send, span)
+
+    async def _measured(self, scope: Any, receive: Any, send: Any, span: Any) -> None:
         status = 500
         start = time.perf_counter()
 
@@ -158,5 +174,11 @@ class RequestMetrics:
             await self.app(scope, receive, sending)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            method = scope["method"]
+            self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
+            if span is not None:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.request.method", method)
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
+from parcelhook import tracing
 from parcelhook.config import Settings
 from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.headers import USER_AGENT
+from parcelhook.delivery.observe import DeliveryObserver
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain.clock import Clock, SystemClock
 from parcelhook.metrics import Metrics
@@ -21,7 +24,9 @@ log = logging.getLogger("parcelhook")
 class Runtime:
     """Store, service, and (unless turned off) the dispatcher with its own sender."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, *, tracer_provider: Any = None
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         # loaded once: the store's encryption and the panel's session signing derive from it
@@ -45,6 +50,12 @@ class Runtime:
         )
         self.dispatcher: Dispatcher | None = None
         self.metrics = Metrics()
+        # an OpenTelemetry tracer when tracing is configured (or a provider given), else None
+        self.tracer = (
+            tracing.tracer_from_provider(tracer_provider)
+            if tracer_provider is not None
+            else tracing.tracer_from_settings(settings)
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -81,7 +92,10 @@ class Runtime:
                 lease_ms=int(s.lease_seconds * 1000),
                 poll_ms=int(s.poll_seconds * 1000),
             ),
+            observer=DeliveryObserver(self.metrics, self.tracer),
         )
+        d = self.dispatcher
+        self.metrics.watch_dispatcher(lambda: d.lanes_in_use, lambda: d.in_flight)
         self.store.on_enqueue(self.dispatcher.wake)
         self.store.listen(self.dispatcher.wake)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(self._stop)))

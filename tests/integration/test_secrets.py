@@ -526,3 +526,41 @@ async def test_debug_logging_does_not_echo_sql_parameters(
     logged = "\n".join(rec.getMessage() for rec in caplog.records)
     leaked = [name for name, (_, value) in secrets.items() if value in logged]
     assert leaked == []
+
+
+async def test_json_delivery_logs_carry_ids_and_never_a_secret(
+    harness: HarnessFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--log-format json --log-level debug`: a line per attempt, and no secret in any."""
+    from parcelhook.logs import configure
+
+    configure("debug", "json")
+    try:
+        h = await harness()
+        acct = await h.account()
+        async with HostileReceiver() as rx:
+            rx.route("/down", Mode.status(500, body=b"nope"))
+            for path, key in (("/ok", KEYS["api"]), ("/down", KEYS["shop"])):
+                shop = await acct.shop(rx.url(path), webhook_signature_key=key)
+                r = await acct.call(
+                    "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
+                )
+                assert r.status_code in (200, 201), r.text
+
+            async def attempted() -> bool:
+                found = await h.service.list_deliveries(acct.account_id)
+                return len(found) >= 2 and all(d.attempt_count >= 1 for d in found)
+
+            await eventually(attempted, what="both deliveries to be attempted")
+        secrets = await every_secret(h)
+    finally:
+        configure("warning", "text")
+    logged = capsys.readouterr().err
+    lines = [json.loads(x) for x in logged.splitlines() if x.startswith("{")]
+    attempts = [
+        x for x in lines if x.get("event") in ("delivery attempt", "delivery attempt failed")
+    ]
+    assert {x["status"] for x in attempts} >= {200, 500}
+    assert all(x["event_id"].startswith("evt_") and x["integration_id"] for x in attempts)
+    leaked = [name for name, (_, value) in secrets.items() if value in logged]
+    assert leaked == []

@@ -13,12 +13,14 @@ import logging
 import os
 import random
 import socket
+import time
 from collections import Counter, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
 from parcelhook.delivery.headers import delivery_headers
+from parcelhook.delivery.observe import DeliveryObserver
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain.clock import Clock
 from parcelhook.domain.deliveries import Claimed
@@ -116,8 +118,10 @@ class Dispatcher:
         config: DispatcherConfig | None = None,
         owner: str | None = None,
         rng: random.Random | None = None,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         self.queue = queue
+        self.observer = observer or DeliveryObserver()
         self.sender = sender
         self.clock = clock
         self.policy = policy or RetryPolicy()
@@ -152,6 +156,10 @@ class Dispatcher:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def lanes_in_use(self) -> int:
+        return len(self._lanes)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until `stop` is set, then finish what is in flight and give back the rest."""
@@ -214,9 +222,11 @@ class Dispatcher:
         limit = min(self.config.batch_size, self.config.max_in_flight - self._in_flight)
         self._claims += 1
         lease = f"{self.owner}#{self._claims}"
+        started = time.perf_counter()
         claimed = await self.queue.claim_due(
             lease, now, self.config.lease_ms, limit, room, default_room
         )
+        self.observer.claimed(time.perf_counter() - started, len(claimed))
         # an endpoint claimed up to its room may have more due: do not spin on it
         per = Counter(c.integration_id for c in claimed)
         capped = any(r == 0 or per[i] >= r for i, r in room.items()) or any(
@@ -344,22 +354,24 @@ class Dispatcher:
         integration = self._integrations[c.integration_id]
         at = self.clock.now_ms()
         result: AttemptResult | None = None
-        if integration.receives_webhooks:
-            assert integration.webhook_url is not None
-            headers = delivery_headers(integration, msg_id=c.event_id, body=c.body, at_ms=at)
-            try:
-                result = await self.sender.send(integration.webhook_url, c.body, headers)
-            except Exception as exc:  # the sender classifies network errors; a bug guard
-                log.exception("sender failed unexpectedly for delivery %s", c.id)
-                result = AttemptResult(None, 0, "", f"internal error: {type(exc).__name__}")
-        decision = decide_outcome(
-            result,
-            attempt_count=c.attempt_count,
-            schedule_base=c.schedule_base,
-            policy=self.policy,
-            at_ms=at,
-            rng=self.rng,
-        )
+        with self.observer.attempt_span(c) as span:
+            if integration.receives_webhooks:
+                assert integration.webhook_url is not None
+                headers = delivery_headers(integration, msg_id=c.event_id, body=c.body, at_ms=at)
+                try:
+                    result = await self.sender.send(integration.webhook_url, c.body, headers)
+                except Exception as exc:  # the sender classifies network errors; a bug guard
+                    log.exception("sender failed unexpectedly for delivery %s", c.id)
+                    result = AttemptResult(None, 0, "", f"internal error: {type(exc).__name__}")
+            decision = decide_outcome(
+                result,
+                attempt_count=c.attempt_count,
+                schedule_base=c.schedule_base,
+                policy=self.policy,
+                at_ms=at,
+                rng=self.rng,
+            )
+            self.observer.attempted(c, decision.verdict, result, self.clock.now_ms(), span)
         if decision.verdict is Verdict.DELIVERED:
             self.delivered += 1
         elif decision.verdict is Verdict.GONE:
@@ -388,9 +400,11 @@ class Dispatcher:
                             else replace(o, lease=self._leases[o.delivery_id])
                             for o in pending
                         ]
+                        started = time.perf_counter()
                         try:
                             await record_isolating(self.queue, batch, settled)
                         finally:
+                            self.observer.wrote(time.perf_counter() - started)
                             for o in settled:
                                 del self._leases[o.delivery_id]
                     pending = []
