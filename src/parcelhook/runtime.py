@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from parcelhook import tracing
+from parcelhook.alerts import FailingEndpoints, mailer_from_settings
 from parcelhook.config import Settings
 from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.headers import USER_AGENT
@@ -19,6 +20,8 @@ from parcelhook.service import Service
 from parcelhook.store import Store, masterkey
 
 log = logging.getLogger("parcelhook")
+# how often dispatching processes look for failing endpoints to report or turn off
+FAILING_CHECK_S = 60.0
 
 
 class Runtime:
@@ -50,6 +53,9 @@ class Runtime:
         )
         self.dispatcher: Dispatcher | None = None
         self.metrics = Metrics()
+        self.failing = FailingEndpoints(
+            self.store, settings, mailer_from_settings(settings), self.metrics
+        )
         # an OpenTelemetry tracer when tracing is configured (or a provider given), else None
         self.tracer = (
             tracing.tracer_from_provider(tracer_provider)
@@ -100,6 +106,7 @@ class Runtime:
         self.store.listen(self.dispatcher.wake)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(self._stop)))
         self._tasks.append(asyncio.create_task(self._prune_forever()))
+        self._tasks.append(asyncio.create_task(self._check_failing_forever()))
         return self.dispatcher
 
     async def prune_once(self, batch: int = 500) -> int:
@@ -118,6 +125,15 @@ class Runtime:
             pause = 0.1 if pruned else 60.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), pause)
+
+    async def _check_failing_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.failing.check_once(self.clock.now_ms())
+            except Exception:
+                log.exception("the failing-endpoint check failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), FAILING_CHECK_S)
 
     async def stop(self) -> None:
         self._stop.set()

@@ -36,6 +36,9 @@ class Integration:
     created_ms: int
     service_point_enabled: bool = False
     deleted_ms: int | None = None
+    # set when parcelhook turned the webhook off itself (its endpoint failed too long)
+    disabled_reason: str | None = None
+    disabled_ms: int | None = None
 
     @property
     def receives_webhooks(self) -> bool:

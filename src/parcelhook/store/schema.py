@@ -60,6 +60,18 @@ integrations = Table(
     Column("created_ms", Ms, nullable=False),
     Column("service_point_enabled", Boolean, nullable=False, default=False),
     Column("deleted_ms", Ms),
+    # why and when parcelhook turned the webhook off (an endpoint failing too long)
+    Column("disabled_reason", Text),
+    Column("disabled_ms", Ms),
+    # when the account was told its endpoint was failing (for the run since failing_since)
+    Column("failing_alerted_ms", Ms),
+    # the failing-endpoint check reads only the failing ones
+    Index(
+        "integrations_failing",
+        "failing_since_ms",
+        sqlite_where=text("failing_since_ms IS NOT NULL"),
+        postgresql_where=text("failing_since_ms IS NOT NULL"),
+    ),
 )
 
 parcels = Table(

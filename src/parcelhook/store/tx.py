@@ -49,6 +49,8 @@ def integration_from_row(row: Row[Any], box: SecretBox) -> Integration:
         created_ms=row.created_ms,
         service_point_enabled=bool(row.service_point_enabled),
         deleted_ms=row.deleted_ms,
+        disabled_reason=row.disabled_reason,
+        disabled_ms=row.disabled_ms,
     )
 
 
@@ -249,6 +251,10 @@ class Tx:
                 values[name] = value
         if changes.clear_webhook_url:
             values["webhook_url"] = None
+        if changes.webhook_active:
+            # turned on again: why it was turned off is history
+            values["disabled_reason"] = None
+            values["disabled_ms"] = None
         if changes.webhook_signature_key:
             values["webhook_signature_key_enc"] = box.seal(changes.webhook_signature_key)
             values["webhook_signature_key_last4"] = keys.last4(changes.webhook_signature_key)

@@ -1,0 +1,103 @@
+"""The failing-endpoint check's reads and writes (through the partial index on
+failing_since_ms: only failing integrations are read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+
+from parcelhook.store import schema as s
+from parcelhook.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Failing:
+    integration_id: int
+    account_id: int
+    email: str
+    shop_name: str
+    failing_since_ms: int
+    last_error: str | None
+
+
+async def count_failing(store: Store) -> int:
+    i = s.integrations
+    q = select(func.count()).where(i.c.failing_since_ms.is_not(None), i.c.deleted_ms.is_(None))
+    async with store.reading() as r:
+        return int((await r.conn.execute(q)).scalar_one())
+
+
+async def _claim(
+    store: Store, where: list[ColumnElement[bool]], values: dict[str, object]
+) -> list[Failing]:
+    """Set `values` on the failing integrations matching `where`, and return those this call
+    changed: with several processes checking, each integration is acted on by one."""
+    i, a = s.integrations, s.accounts
+    base = [i.c.failing_since_ms.is_not(None), i.c.deleted_ms.is_(None), *where]
+    async with store.transaction() as tx:
+        found = (
+            await tx.conn.execute(
+                select(i.c.id, i.c.account_id, a.c.email, i.c.shop_name, i.c.failing_since_ms)
+                .join(a, a.c.id == i.c.account_id)
+                .where(*base)
+                .limit(100)
+            )
+        ).all()
+        out = []
+        for row in found:
+            done = await tx.conn.execute(update(i).where(i.c.id == row.id, *base).values(**values))
+            if done.rowcount:
+                d = s.deliveries
+                last_error = (
+                    await tx.conn.execute(
+                        select(d.c.last_error)
+                        .where(d.c.integration_id == row.id)
+                        .order_by(d.c.id.desc())
+                        .limit(1)
+                    )
+                ).scalar()
+                out.append(
+                    Failing(
+                        row.id,
+                        row.account_id,
+                        row.email,
+                        row.shop_name,
+                        row.failing_since_ms,
+                        last_error,
+                    )
+                )
+        return out
+
+
+async def disable_failing(store: Store, cutoff_ms: int, now_ms: int, reason: str) -> list[Failing]:
+    """Turn off the webhooks of integrations failing since before `cutoff_ms`."""
+    i = s.integrations
+    return await _claim(
+        store,
+        [i.c.webhook_active.is_(True), i.c.failing_since_ms <= cutoff_ms],
+        {
+            "webhook_active": False,
+            "disabled_reason": reason,
+            "disabled_ms": now_ms,
+            "last_updated_ms": now_ms,
+        },
+    )
+
+
+async def failing_unannounced(store: Store, cutoff_ms: int, now_ms: int) -> list[Failing]:
+    """Integrations failing since before `cutoff_ms` whose account was not told of this run
+    of failures yet; marked as told."""
+    i = s.integrations
+    return await _claim(
+        store,
+        [
+            i.c.webhook_active.is_(True),
+            i.c.failing_since_ms <= cutoff_ms,
+            or_(
+                i.c.failing_alerted_ms.is_(None),
+                i.c.failing_alerted_ms < i.c.failing_since_ms,
+            ),
+        ],
+        {"failing_alerted_ms": now_ms},
+    )
