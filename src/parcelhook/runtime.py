@@ -7,6 +7,8 @@ import contextlib
 import logging
 from typing import Any
 
+from aiohttp.abc import AbstractResolver
+
 from parcelhook import tracing
 from parcelhook.alerts import FailingEndpoints, mailer_from_settings
 from parcelhook.config import Settings
@@ -14,6 +16,7 @@ from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.delivery.observe import DeliveryObserver
 from parcelhook.delivery.sender import Sender
+from parcelhook.delivery.transport import TransportFactory, WireTransport
 from parcelhook.domain.clock import Clock, SystemClock
 from parcelhook.metrics import Metrics
 from parcelhook.service import Service
@@ -25,13 +28,24 @@ FAILING_CHECK_S = 60.0
 
 
 class Runtime:
-    """Store, service, and (unless turned off) the dispatcher with its own sender."""
+    """Store, service, and (unless turned off) the dispatcher with its own sender.
+
+    `transport` and `resolver` are what both senders reach endpoints through (tests swap
+    them: a `parcelhook.testing.MockTransport`, a resolver with their own DNS)."""
 
     def __init__(
-        self, settings: Settings, clock: Clock | None = None, *, tracer_provider: Any = None
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        tracer_provider: Any = None,
+        transport: TransportFactory = WireTransport,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        self._transport = transport
+        self._resolver = resolver
         # loaded once: the store's encryption and the panel's session signing derive from it
         self.keys = masterkey.key_source(settings)
         self.master_key = self.keys.keys[0]
@@ -43,6 +57,8 @@ class Runtime:
             allow_private=settings.allow_private_targets,
             allow_http=settings.allow_http_targets,
             user_agent=USER_AGENT,
+            resolver=resolver,
+            transport=transport,
         )
         self.service = Service(
             self.store,
@@ -86,6 +102,8 @@ class Runtime:
             # no global cap: lanes bound connections per endpoint, and a shared cap would
             # let black-holed endpoints starve healthy ones of connections
             max_connections=0,
+            resolver=self._resolver,
+            transport=self._transport,
         )
         await sender.start()
         self.dispatcher = Dispatcher(

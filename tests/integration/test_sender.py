@@ -13,12 +13,20 @@ import pytest
 
 from parcelhook import __version__
 from parcelhook.delivery.sender import Sender, check_target_resolves
+from parcelhook.delivery.transport import AiohttpTransport, TransportFactory, WireTransport
 from support.dns import StaticResolver
 from support.hostile_receiver import HostileReceiver, Mode, not_tls_server, refused_port
 
 BODY = b'{"action": "test_webhook", "timestamp": 1700000000000}'
 SIGNATURE = "1eed4b3d41f4653ac64fd56f1bf1cbfd349e4482cbc11dff7134bd93e5da4b0a"
 HEADERS = {"Content-Type": "application/json", "Sendcloud-Signature": SIGNATURE}
+
+
+@pytest.fixture(params=[WireTransport, AiohttpTransport], ids=["wire", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> TransportFactory:
+    """Every sender here runs on each transport: what it reports must not depend on it."""
+    factory: TransportFactory = request.param
+    return factory
 
 
 @pytest.fixture
@@ -28,14 +36,14 @@ async def receiver() -> AsyncIterator[HostileReceiver]:
 
 
 @pytest.fixture
-async def sender() -> AsyncIterator[Sender]:
-    async with Sender(timeout=1.0, allow_private=True, allow_http=True) as s:
+async def sender(transport: TransportFactory) -> AsyncIterator[Sender]:
+    async with Sender(timeout=1.0, allow_private=True, allow_http=True, transport=transport) as s:
         yield s
 
 
 @pytest.fixture
-async def quick_sender() -> AsyncIterator[Sender]:
-    async with Sender(timeout=0.5, allow_private=True, allow_http=True) as s:
+async def quick_sender(transport: TransportFactory) -> AsyncIterator[Sender]:
+    async with Sender(timeout=0.5, allow_private=True, allow_http=True, transport=transport) as s:
         yield s
 
 
@@ -201,9 +209,11 @@ async def test_connection_refused(sender: Sender) -> None:
     assert (result.status_code, result.error) == (None, "connection refused")
 
 
-async def test_unknown_host() -> None:
+async def test_unknown_host(transport: TransportFactory) -> None:
     resolver = StaticResolver({})
-    async with Sender(timeout=1.0, allow_private=True, resolver=resolver) as sender:
+    async with Sender(
+        timeout=1.0, allow_private=True, resolver=resolver, transport=transport
+    ) as sender:
         result = await sender.send("https://example.invalid/hook", BODY, HEADERS)
     assert (result.status_code, result.error) == (None, "could not resolve host example.invalid")
     assert resolver.lookups == ["example.invalid"]
@@ -216,8 +226,12 @@ async def test_unusable_urls_are_errors_not_exceptions(sender: Sender, url: str)
     assert result.error
 
 
-async def test_plain_http_is_refused_unless_allowed(receiver: HostileReceiver) -> None:
-    async with Sender(timeout=1.0, allow_private=True, allow_http=False) as sender:
+async def test_plain_http_is_refused_unless_allowed(
+    receiver: HostileReceiver, transport: TransportFactory
+) -> None:
+    async with Sender(
+        timeout=1.0, allow_private=True, allow_http=False, transport=transport
+    ) as sender:
         result = await sender.send(receiver.url(), BODY, HEADERS)
     assert (result.status_code, result.error) == (None, "plain http:// targets are not allowed")
     assert receiver.connections_accepted == 0
@@ -234,9 +248,11 @@ async def test_plain_http_is_refused_unless_allowed(receiver: HostileReceiver) -
     ],
 )
 async def test_the_ssrf_guard_refuses_at_connect_time(
-    receiver: HostileReceiver, host: str, error: str
+    receiver: HostileReceiver, host: str, error: str, transport: TransportFactory
 ) -> None:
-    async with Sender(timeout=1.0, allow_private=False, allow_http=True) as sender:
+    async with Sender(
+        timeout=1.0, allow_private=False, allow_http=True, transport=transport
+    ) as sender:
         result = await sender.send(f"http://{host}:{receiver.port}/hook", BODY, HEADERS)
     assert result.status_code is None
     assert result.error is not None
@@ -245,27 +261,39 @@ async def test_the_ssrf_guard_refuses_at_connect_time(
 
 
 @pytest.mark.parametrize("host", ["127.1", "2130706433", "0177.0.0.1"])
-async def test_legacy_ipv4_spellings_never_connect(receiver: HostileReceiver, host: str) -> None:
-    async with Sender(timeout=1.0, allow_private=False, allow_http=True) as sender:
+async def test_legacy_ipv4_spellings_never_connect(
+    receiver: HostileReceiver, host: str, transport: TransportFactory
+) -> None:
+    async with Sender(
+        timeout=1.0, allow_private=False, allow_http=True, transport=transport
+    ) as sender:
         result = await sender.send(f"http://{host}:{receiver.port}/hook", BODY, HEADERS)
     assert result.status_code is None
     assert result.error
     assert receiver.connections_accepted == 0
 
 
-async def test_dns_rebinding_is_caught_at_connect_time(receiver: HostileReceiver) -> None:
+async def test_dns_rebinding_is_caught_at_connect_time(
+    receiver: HostileReceiver, transport: TransportFactory
+) -> None:
     # the name passed the save-time check; now it points inside the network
     resolver = StaticResolver({"hooks.example.com": ["93.184.216.34", "10.0.0.1"]})
-    async with Sender(timeout=1.0, allow_http=True, resolver=resolver) as sender:
+    async with Sender(
+        timeout=1.0, allow_http=True, resolver=resolver, transport=transport
+    ) as sender:
         result = await sender.send(f"http://hooks.example.com:{receiver.port}/", BODY, HEADERS)
     assert result.error == (
         "refused by SSRF guard: hooks.example.com resolves to private address 10.0.0.1"
     )
 
 
-async def test_private_targets_connect_when_allowed(receiver: HostileReceiver) -> None:
+async def test_private_targets_connect_when_allowed(
+    receiver: HostileReceiver, transport: TransportFactory
+) -> None:
     resolver = StaticResolver({"hooks.internal": ["127.0.0.1"]})
-    async with Sender(allow_private=True, allow_http=True, resolver=resolver) as sender:
+    async with Sender(
+        allow_private=True, allow_http=True, resolver=resolver, transport=transport
+    ) as sender:
         result = await sender.send(f"http://hooks.internal:{receiver.port}/", BODY, HEADERS)
     assert (result.status_code, result.error) == (200, None)
 
@@ -308,8 +336,10 @@ async def test_no_secret_reaches_the_logs(
     assert BODY.decode() not in logged
 
 
-async def test_a_closed_sender_refuses_to_reopen(receiver: HostileReceiver) -> None:
-    sender = Sender(allow_private=True, allow_http=True)
+async def test_a_closed_sender_refuses_to_reopen(
+    receiver: HostileReceiver, transport: TransportFactory
+) -> None:
+    sender = Sender(allow_private=True, allow_http=True, transport=transport)
     assert (await sender.send(receiver.url(), BODY, HEADERS)).succeeded  # opens lazily
     await sender.close()
     await sender.close()

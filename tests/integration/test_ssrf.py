@@ -7,8 +7,11 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import pytest
+from aiohttp.abc import AbstractResolver
+
 from parcelhook.config import Settings
-from parcelhook.delivery.sender import Sender
+from parcelhook.delivery.transport import AiohttpTransport, TransportFactory, WireTransport
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain.retry import RetryPolicy
 from parcelhook.domain.targets import forbidden_reason, parse_host_ip
@@ -23,7 +26,12 @@ REBOUND = "rebind.parcelhook.test"  # unresolvable when saved; the test's resolv
 
 
 async def strict_harness(
-    factory: HarnessFactory, *, allow_http: bool = False, dispatcher: bool = True
+    factory: HarnessFactory,
+    *,
+    allow_http: bool = False,
+    dispatcher: bool = True,
+    transport: TransportFactory = WireTransport,
+    resolver: AbstractResolver | None = None,
 ) -> Harness:
     """A parcelhook with the production target policy: no private targets, https only.
 
@@ -39,33 +47,17 @@ async def strict_harness(
         retry=RetryPolicy(delays=()),
         dispatcher=dispatcher,
     )
-    h = Harness(Runtime(settings))
+    h = Harness(Runtime(settings, transport=transport, resolver=resolver))
     factory.harnesses.append(h)
     await h.start()
     return h
 
 
-async def use_resolver(h: Harness, table: dict[str, list[str]]) -> StaticResolver:
-    """Make both of the harness's senders (dispatcher and Test button) resolve through `table`."""
-    resolver = StaticResolver(table)
-    s = h.runtime.settings
-
-    def sender() -> Sender:
-        return Sender(
-            timeout=s.timeout,
-            allow_private=s.allow_private_targets,
-            allow_http=s.allow_http_targets,
-            resolver=resolver,
-        )
-
-    dispatcher = h.runtime.dispatcher
-    assert dispatcher is not None
-    replaced, dispatcher.sender = dispatcher.sender, sender()
-    await replaced.close()
-    replaced, h.runtime.test_sender = h.runtime.test_sender, sender()
-    h.service.sender = h.runtime.test_sender
-    await replaced.close()
-    return resolver
+@pytest.fixture(params=[WireTransport, AiohttpTransport], ids=["wire", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> TransportFactory:
+    """The connect-time guard runs on each transport: both go through the same resolver."""
+    factory: TransportFactory = request.param
+    return factory
 
 
 def _hostname_resolving_inside() -> list[str]:
@@ -207,18 +199,19 @@ async def _only_attempt(h: Harness, acct: Account, shop_id: int) -> Any:
     return attempt
 
 
-async def test_dns_rebinding_is_refused_at_connect_time(harness: HarnessFactory) -> None:
-    h = await strict_harness(harness, allow_http=True)
+async def test_dns_rebinding_is_refused_at_connect_time(
+    harness: HarnessFactory, transport: TransportFactory
+) -> None:
+    resolver = StaticResolver(
+        {
+            REBOUND: ["127.0.0.1"],
+            # one public address is not enough: every address must be allowed
+            "mixed.parcelhook.test": ["93.184.216.34", "10.1.2.3"],
+        }
+    )
+    h = await strict_harness(harness, allow_http=True, transport=transport, resolver=resolver)
     acct = await h.account()
     async with HostileReceiver() as rx:
-        resolver = await use_resolver(
-            h,
-            {
-                REBOUND: ["127.0.0.1"],
-                # one public address is not enough: every address must be allowed
-                "mixed.parcelhook.test": ["93.184.216.34", "10.1.2.3"],
-            },
-        )
         rebound = await acct.shop(f"http://{REBOUND}:{rx.port}/hook")
         mixed = await acct.shop(f"http://mixed.parcelhook.test:{rx.port}/hook")
         for shop_id in (rebound, mixed):
@@ -249,12 +242,13 @@ async def test_dns_rebinding_is_refused_at_connect_time(harness: HarnessFactory)
 
 
 async def test_the_same_name_is_delivered_when_private_targets_are_allowed(
-    harness: HarnessFactory,
+    harness: HarnessFactory, transport: TransportFactory
 ) -> None:
-    h = await harness(timeout=1.0)  # allow_private_targets=True, as in the local quick start
+    # allow_private_targets=True, as in the local quick start
+    resolver = StaticResolver({REBOUND: ["127.0.0.1"]})
+    h = await harness(timeout=1.0, transport=transport, resolver=resolver)
     acct = await h.account()
     async with HostileReceiver() as rx:
-        await use_resolver(h, {REBOUND: ["127.0.0.1"]})
         shop_id = await acct.shop(f"http://{REBOUND}:{rx.port}/hook")
         r = await acct.call(
             "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop_id}}
@@ -267,7 +261,7 @@ async def test_the_same_name_is_delivered_when_private_targets_are_allowed(
 
 
 async def test_targets_saved_under_a_looser_policy_are_refused_at_connect_time(
-    harness: HarnessFactory,
+    harness: HarnessFactory, transport: TransportFactory
 ) -> None:
     # saved while the operator allowed private targets, delivered after they stopped
     loose = await harness(dispatcher=False)
@@ -281,7 +275,7 @@ async def test_targets_saved_under_a_looser_policy_are_refused_at_connect_time(
                 "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop_id}}
             )
             assert r.status_code == 201
-        strict = await strict_harness(harness, allow_http=True)
+        strict = await strict_harness(harness, allow_http=True, transport=transport)
         attempts = {
             shop_id: await _only_attempt(strict, acct, shop_id)
             for shop_id in (literal, mapped, named)

@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from aiohttp.abc import AbstractResolver
 from cryptography.fernet import Fernet
 
 from parcelhook.app import create_app
 from parcelhook.config import Settings
+from parcelhook.delivery.transport import TransportFactory, WireTransport
 from parcelhook.domain.clock import Clock
 from parcelhook.domain.integrations import Integration
 from parcelhook.domain.retry import RetryPolicy
@@ -164,6 +166,8 @@ class HarnessFactory:
         dispatcher: bool = True,
         retry: RetryPolicy | None = None,
         timeout: float = 2.0,  # noqa: ASYNC109 (the delivery timeout setting)
+        transport: TransportFactory = WireTransport,
+        resolver: AbstractResolver | None = None,
         **settings: Any,
     ) -> Harness:
         defaults: dict[str, Any] = {"allow_private_targets": True, "allow_http_targets": True}
@@ -176,7 +180,7 @@ class HarnessFactory:
             dispatcher=dispatcher,
             **{**defaults, **settings},
         )
-        h = Harness(Runtime(s, clock))
+        h = Harness(Runtime(s, clock, transport=transport, resolver=resolver))
         self.harnesses.append(h)
         await h.start()
         return h

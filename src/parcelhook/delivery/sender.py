@@ -5,7 +5,7 @@
 enforced at connect time (the resolver checks every address a name resolves to, and IP
 literals are checked before connecting), so DNS rebinding and IP literals in any
 spelling are caught on every new connection, not just when saving. The HTTP itself is
-in `wire`.
+behind a `transport.Transport` (by default the llhttp client in `wire`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from types import TracebackType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from parcelhook.delivery import transport as tr
 from parcelhook.delivery import wire
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.domain.retry import AttemptResult
@@ -81,7 +82,8 @@ def _check_literal(ip: IPAddress) -> None:
 
 
 class Sender:
-    """POSTs webhook bodies over one shared pool of kept-alive connections."""
+    """POSTs webhook bodies through one transport (one shared pool of kept-alive
+    connections), guarded against internal targets."""
 
     def __init__(
         self,
@@ -94,9 +96,11 @@ class Sender:
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
+        transport: tr.TransportFactory = tr.WireTransport,
     ) -> None:
         """`ssl_context`: whom https endpoints must prove they are (default: the system's
-        CAs); `clock`: monotonic seconds, for connections' idle times."""
+        CAs); `clock`: monotonic seconds, for connections' idle times; `transport`: what
+        builds the transport (for the `Dial` that enforces this sender's target policy)."""
         self.timeout = timeout
         self.allow_private = allow_private
         self.allow_http = allow_http
@@ -105,50 +109,41 @@ class Sender:
         self._ssl_context = ssl_context
         self._clock = clock
         self._timeout_words = f"timed out after {timeout:g} s"
-        self._pool: wire.Pool | None = None
+        self._make_transport = transport
+        self._transport: tr.Transport | None = None
         # requests (so connections) at once across all endpoints; 0: no cap
         self._slots = asyncio.Semaphore(max_connections) if max_connections else None
         self._owned_resolver: AbstractResolver | None = None
-        self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
-    def _open(self) -> wire.Pool:
-        # Synchronous on purpose: concurrent first calls cannot create two pools.
+    def _open(self) -> tr.Transport:
+        # Synchronous on purpose: concurrent first calls cannot create two transports.
         if self._closed:
             raise RuntimeError("this Sender is closed")
         inner = self._resolver or DefaultResolver()
-        # the pool never closes a resolver it was given, so we close ours
+        # the transport never closes a resolver it was given, so we close ours
         self._owned_resolver = inner if self._resolver is None else None
-        self._pool = wire.Pool(
+        dial = tr.Dial(
             inner if self.allow_private else GuardedResolver(inner),
             check_ip=None if self.allow_private else _check_literal,
-            clock=self._clock,
             ssl_context=self._ssl_context,
+            clock=self._clock,
         )
-        self._sweeper = asyncio.create_task(self._sweep(self._pool))
-        return self._pool
-
-    @staticmethod
-    async def _sweep(pool: wire.Pool) -> None:
-        while True:
-            await asyncio.sleep(wire.KEEPALIVE_S)
-            pool.sweep()
+        self._transport = self._make_transport(dial)
+        return self._transport
 
     async def start(self) -> None:
-        """Open the connection pool now rather than on the first send."""
-        if self._pool is None:
+        """Open the transport now rather than on the first send."""
+        if self._transport is None:
             self._open()
 
     async def close(self) -> None:
-        """Close every pooled connection; the sender cannot be used afterwards."""
+        """Close every connection; the sender cannot be used afterwards."""
         self._closed = True
-        pool, self._pool = self._pool, None
+        transport, self._transport = self._transport, None
         resolver, self._owned_resolver = self._owned_resolver, None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if pool is not None:
-            pool.close()
+        if transport is not None:
+            await transport.close()
         if resolver is not None:
             await resolver.close()
 
@@ -168,36 +163,34 @@ class Sender:
         """POST `body` to `url` once; never raises for network problems."""
         if not self.allow_http and url[:7].lower() == "http://":
             return AttemptResult(None, 0, error="plain http:// targets are not allowed")
-        pool = self._pool or self._open()
+        transport = self._transport or self._open()
         started = time.perf_counter()
-        try:
-            target = pool.target(url)
-        except wire.InvalidURL as exc:
-            return AttemptResult(None, 0, error=str(exc))
         if "User-Agent" not in headers:
             headers = {"User-Agent": self._user_agent, **headers}
         deadline = asyncio.get_running_loop().time() + self.timeout
         try:
             if self._slots is None:
-                answer = await pool.post(target, body, headers, deadline)
+                answer = await transport.post(url, body, headers, deadline)
             else:
                 # only the wait for a slot is bounded here: the exchange keeps its own
                 # deadline, which knows whether the answer had begun
                 async with asyncio.timeout_at(deadline):
                     await self._slots.acquire()
                 try:
-                    answer = await pool.post(target, body, headers, deadline)
+                    answer = await transport.post(url, body, headers, deadline)
                 finally:
                     self._slots.release()
-        except wire.ExchangeError as exc:
-            error = self._describe(exc.cause, target.host)
+        except tr.InvalidURL as exc:
+            return AttemptResult(None, 0, error=str(exc))
+        except tr.ExchangeError as exc:
+            error = self._describe(exc.cause, url)
             if exc.status is not None:
                 error += " while reading the response"
-            elif isinstance(exc.cause, wire.Closed):
+            elif isinstance(exc.cause, tr.Closed):
                 error += " without a response"
             return AttemptResult(exc.status, _elapsed_ms(started), error=error)
         except (OSError, TimeoutError, ValueError) as exc:
-            return AttemptResult(None, _elapsed_ms(started), error=self._describe(exc, target.host))
+            return AttemptResult(None, _elapsed_ms(started), error=self._describe(exc, url))
         retry_after = answer.retry_after
         return AttemptResult(
             answer.status,
@@ -206,18 +199,18 @@ class Sender:
             retry_after=parse_retry_after(retry_after) if retry_after is not None else None,
         )
 
-    def _describe(self, exc: BaseException, host: str) -> str:
+    def _describe(self, exc: BaseException, url: str) -> str:
         """Plain words for a failed attempt; never includes headers or the body."""
-        if isinstance(exc, wire.TimedOut | TimeoutError):
+        if isinstance(exc, tr.TimedOut | TimeoutError):
             return self._timeout_words
-        if isinstance(exc, wire.InvalidResponse):
+        if isinstance(exc, tr.InvalidResponse):
             return "invalid HTTP response from endpoint"
-        if isinstance(exc, wire.Closed):
+        if isinstance(exc, tr.Closed):
             return "connection closed by endpoint"
         if isinstance(exc, TargetRefused):
             return str(exc)
         if isinstance(exc, socket.gaierror):
-            return f"could not resolve host {host}"
+            return f"could not resolve host {wire.parse_target(url).host}"
         if isinstance(exc, ssl.SSLCertVerificationError):
             return f"TLS handshake failed: certificate verify failed ({exc.verify_message})"
         if isinstance(exc, ssl.SSLError):
