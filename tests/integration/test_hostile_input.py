@@ -11,7 +11,7 @@ import asyncio
 import base64
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,9 +21,8 @@ from hypothesis import HealthCheck, Phase
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from parcelhook.delivery.sender import Sender
 from parcelhook.domain import deliveries as dl
-from parcelhook.domain.retry import AttemptResult
+from parcelhook.testing import MockTransport, Request, Response
 from support.db_snapshot import changed_tables, snapshot
 from support.harness import Account, Harness, HarnessFactory
 
@@ -112,16 +111,13 @@ def fuzz(
     return problems, seen
 
 
-class NoNetwork(Sender):
-    """The Test button's sender without the network: fuzzed URLs must reach no real host."""
-
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
-        return AttemptResult(None, 0, error="not sent while fuzzing")
+def no_network(_: Request) -> Response:
+    """The Test button without the network: fuzzed URLs must reach no real host."""
+    raise OSError("not sent while fuzzing")
 
 
 async def test_fuzzing_finds_no_server_error_and_no_schema_break(harness: HarnessFactory) -> None:
-    h = await harness(dispatcher=False, timeout=0.5)
-    h.service.sender = NoNetwork()
+    h = await harness(dispatcher=False, timeout=0.5, transport=MockTransport(no_network))
     acct = await h.account()
     await seed(h, acct)
     auth = (acct.api.public_key, acct.api.secret_key)

@@ -1,0 +1,180 @@
+"""The dispatcher's rules on fakes: an in-memory queue, a fake clock, a mock transport.
+
+No sockets and no database: each test runs in milliseconds. The same behaviours on the
+real engines and real HTTP are in tests/integration (test_lanes, test_scaleout, e2e).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
+from parcelhook.delivery.headers import USER_AGENT
+from parcelhook.delivery.sender import Sender
+from parcelhook.domain import deliveries as dl
+from parcelhook.domain.outcome import GONE, WEBHOOK_OFF
+from parcelhook.domain.retry import RetryPolicy
+from parcelhook.domain.signing import sendcloud_signature
+from parcelhook.testing import FakeClock, MemoryQueue, MockTransport, Request, Response
+
+BODY = b'{"action": "parcel_status_changed"}'
+POLICY = RetryPolicy(delays=(300.0, 600.0), jitter=0.0)
+
+
+async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
+    """Let the dispatcher run until `condition` holds (bounded, in real time)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.001)
+
+
+@asynccontextmanager
+async def dispatching(
+    queue: MemoryQueue,
+    clock: FakeClock,
+    transport: MockTransport,
+    config: DispatcherConfig | None = None,
+) -> AsyncIterator[Dispatcher]:
+    sender = Sender(timeout=1.0, allow_private=True, transport=transport)
+    dispatcher = Dispatcher(queue, sender, clock, policy=POLICY, config=config)
+    stop = asyncio.Event()
+    run = asyncio.create_task(dispatcher.run(stop))
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 5)
+        await sender.close()
+
+
+def statuses(queue: MemoryQueue) -> list[str]:
+    return [d.status for d in queue.deliveries.values()]
+
+
+async def test_delivers_signed_and_records_the_attempt() -> None:
+    queue, clock = MemoryQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    queue.enqueue(shop.id, BODY, clock.now_ms(), count=3)
+    transport = MockTransport(lambda _: Response(200, b"thanks"))
+    async with dispatching(queue, clock, transport):
+        await until(lambda: statuses(queue) == [dl.DELIVERED] * 3)
+    request = transport.requests[0]
+    assert (request.url, request.body) == ("https://shop.example/hook", BODY)
+    assert request.headers["User-Agent"] == USER_AGENT
+    assert request.headers["Sendcloud-Signature"] == sendcloud_signature(BODY, shop.signing_key)
+    d = next(iter(queue.deliveries.values()))
+    assert (d.attempt_count, d.attempts[0].response_excerpt) == (1, "thanks")
+
+
+async def test_a_failure_is_retried_on_schedule_and_then_delivered() -> None:
+    queue, clock = MemoryQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    (i,) = queue.enqueue(shop.id, BODY, clock.now_ms())
+    answers = iter([Response(500), Response(204)])
+    start = clock.now_ms()
+    async with dispatching(queue, clock, MockTransport(lambda _: next(answers))):
+        await until(lambda: queue.deliveries[i].attempt_count == 1)
+        d = queue.deliveries[i]
+        assert (d.status, d.next_attempt_ms, d.last_status_code) == (
+            dl.PENDING,
+            start + 300_000,
+            500,
+        )
+        assert queue.integrations[shop.id].failing_since_ms == start
+        await clock.advance(299)
+        await asyncio.sleep(0.01)
+        assert queue.deliveries[i].attempt_count == 1  # not before its time
+        await clock.advance(1)
+        await until(lambda: queue.deliveries[i].status == dl.DELIVERED)
+    assert queue.deliveries[i].attempt_count == 2
+    assert queue.integrations[shop.id].failing_since_ms is None
+
+
+async def test_retry_after_sets_the_next_attempt() -> None:
+    queue, clock = MemoryQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    (i,) = queue.enqueue(shop.id, BODY, clock.now_ms())
+    transport = MockTransport(lambda _: Response(429, retry_after="450"))
+    async with dispatching(queue, clock, transport):
+        await until(lambda: queue.deliveries[i].attempt_count == 1)
+    assert queue.deliveries[i].next_attempt_ms == clock.now_ms() + 450_000
+
+
+async def test_410_turns_the_webhook_off_and_later_deliveries_fail_unsent() -> None:
+    queue, clock = MemoryQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    (first,) = queue.enqueue(shop.id, BODY, clock.now_ms())
+    transport = MockTransport(lambda _: Response(410))
+    async with dispatching(queue, clock, transport):
+        await until(lambda: queue.deliveries[first].status == dl.FAILED)
+        assert queue.deliveries[first].last_error == GONE
+        assert queue.integrations[shop.id].webhook_active is False
+        (later,) = queue.enqueue(shop.id, BODY, clock.now_ms())
+        await clock.advance(1)
+        await until(lambda: queue.deliveries[later].status == dl.FAILED)
+    assert queue.deliveries[later].last_error == WEBHOOK_OFF
+    assert (queue.deliveries[later].attempt_count, queue.deliveries[later].attempts) == (0, [])
+    assert len(transport.requests) == 1
+
+
+async def test_a_slow_endpoint_fills_only_its_own_lane() -> None:
+    queue, clock = MemoryQueue(), FakeClock()
+    slow = queue.add_integration("https://slow.example/hook")
+    fast = queue.add_integration("https://fast.example/hook")
+    queue.enqueue(slow.id, BODY, clock.now_ms(), count=20)
+    fast_ids = queue.enqueue(fast.id, BODY, clock.now_ms(), count=20)
+    gate = asyncio.Event()
+    in_flight = {"now": 0, "most": 0}
+
+    async def answer(request: Request) -> Response:
+        if "slow" in request.url:
+            in_flight["now"] += 1
+            in_flight["most"] = max(in_flight["most"], in_flight["now"])
+            await gate.wait()
+            in_flight["now"] -= 1
+        return Response(200)
+
+    config = DispatcherConfig(lane_concurrency=4, lane_start=4)
+    async with dispatching(queue, clock, MockTransport(answer), config):
+        await until(lambda: all(queue.deliveries[i].status == dl.DELIVERED for i in fast_ids))
+        assert in_flight["most"] == 4  # the slow lane's concurrency, no more
+        gate.set()
+        await until(lambda: statuses(queue) == [dl.DELIVERED] * 40)
+
+
+async def test_timeouts_shrink_the_lane_and_shed_what_it_cannot_send() -> None:
+    queue, clock = MemoryQueue(), FakeClock()
+    hole = queue.add_integration("https://hole.example/hook")
+    queue.enqueue(hole.id, BODY, clock.now_ms(), count=40)
+    state = {"now": 0, "finished": 0, "most_after_first_wave": 0}
+
+    async def answer(_: Request) -> Response:
+        state["now"] += 1
+        if state["finished"] >= 4:
+            state["most_after_first_wave"] = max(state["most_after_first_wave"], state["now"])
+        await asyncio.sleep(0.002)
+        state["now"] -= 1
+        state["finished"] += 1
+        raise TimeoutError
+
+    transport = MockTransport(answer)
+    config = DispatcherConfig(lane_concurrency=4, lane_start=4, lane_backlog_per_slot=4)
+    async with dispatching(queue, clock, transport, config):
+        await until(
+            lambda: all(
+                d.attempt_count == 1 and d.lease_owner is None for d in queue.deliveries.values()
+            )
+        )
+    # the first wave went out at the lane's concurrency; after its timeouts, one at a time
+    assert state["most_after_first_wave"] == 1
+    # what the shrunken lane could not hold went back to the queue, and none went twice
+    assert queue.released > 0
+    assert len(transport.requests) == 40
+    retry_at = clock.now_ms() + 300_000
+    assert all(
+        (d.status, d.next_attempt_ms) == (dl.PENDING, retry_at) for d in queue.deliveries.values()
+    )
