@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench bench-crash clean browser-deps
+.PHONY: run test test-fast lint bench bench-crash clean browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ browser-deps: node_modules/.package-lock.json
 
 test: lint browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# the unit tests alone, in seconds: no lint, no database, no sockets (and no conftest or
+# plugin they do not need, which would import the whole server first)
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit -q -p no:cacheprovider --confcutdir=tests/unit \
+		-p no:schemathesis -p no:hypothesispytest -p no:anyio $(PYTEST_ARGS)
 
 # the delivery benchmark (not a test); QUICK=1 for a run of under a minute
 bench: $(STAMP)

@@ -97,10 +97,12 @@ class Sender:
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
         transport: tr.TransportFactory = tr.WireTransport,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """`ssl_context`: whom https endpoints must prove they are (default: the system's
         CAs); `clock`: monotonic seconds, for connections' idle times; `transport`: what
-        builds the transport (for the `Dial` that enforces this sender's target policy)."""
+        builds the transport (for the `Dial` that enforces this sender's target policy);
+        `wall_clock`: seconds since the epoch, for a `Retry-After` given as a date."""
         self.timeout = timeout
         self.allow_private = allow_private
         self.allow_http = allow_http
@@ -108,6 +110,7 @@ class Sender:
         self._resolver = resolver
         self._ssl_context = ssl_context
         self._clock = clock
+        self._wall_clock = wall_clock
         self._timeout_words = f"timed out after {timeout:g} s"
         self._make_transport = transport
         self._transport: tr.Transport | None = None
@@ -196,7 +199,9 @@ class Sender:
             answer.status,
             _elapsed_ms(started),
             response_excerpt=answer.excerpt.decode("utf-8", errors="replace"),
-            retry_after=parse_retry_after(retry_after) if retry_after is not None else None,
+            retry_after=(
+                None if retry_after is None else parse_retry_after(retry_after, self._wall_clock())
+            ),
         )
 
     def _describe(self, exc: BaseException, url: str) -> str:
@@ -239,8 +244,9 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def parse_retry_after(value: str) -> float | None:
-    """Seconds from now that a `Retry-After` value (delta-seconds or HTTP-date) asks for."""
+def parse_retry_after(value: str, now_s: float | None = None) -> float | None:
+    """Seconds from `now_s` (default: now) that a `Retry-After` value (delta-seconds or
+    HTTP-date) asks for."""
     value = value.strip()
     if value.isdigit() and value.isascii():
         return float(value)
@@ -250,7 +256,8 @@ def parse_retry_after(value: str) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    now = datetime.now(UTC) if now_s is None else datetime.fromtimestamp(now_s, UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 async def check_target_resolves(url: str, *, allow_private: bool) -> str | None:
