@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet
 from parcelhook.config import Settings
 from parcelhook.domain import events as ev
 from parcelhook.domain.events import Event
-from parcelhook.domain.integrations import Integration
+from parcelhook.domain.integrations import Integration, parse_changes
 from parcelhook.domain.retry import RetryPolicy
 from parcelhook.runtime import Runtime
 from parcelhook.tools.trigger import sample_parcel
@@ -90,7 +90,11 @@ async def shop_integrations(rt: Runtime, urls: list[str]) -> tuple[int, list[Int
             "webhook_active": True,
             "webhook_url": url,
         }
-        integrations.append(await rt.service.create_integration(created.account_id, data))
+        integrations.append(
+            await rt.service.create_integration(
+                created.account_id, parse_changes(data, creating=True)
+            )
+        )
     return created.account_id, integrations
 
 

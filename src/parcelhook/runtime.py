@@ -15,7 +15,7 @@ from parcelhook.config import Settings
 from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.delivery.observe import DeliveryObserver
-from parcelhook.delivery.sender import Sender
+from parcelhook.delivery.sender import Sender, check_target_resolves
 from parcelhook.delivery.transport import TransportFactory, WireTransport
 from parcelhook.domain.clock import Clock, SystemClock
 from parcelhook.metrics import Metrics
@@ -65,6 +65,7 @@ class Runtime:
             self.clock,
             settings.target_policy,
             self.test_sender,
+            check_target=check_target_resolves,
             secret_grace_ms=int(settings.secret_grace_hours * 3600 * 1000),
         )
         self.dispatcher: Dispatcher | None = None

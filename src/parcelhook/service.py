@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from parcelhook.delivery.headers import delivery_headers
-from parcelhook.delivery.sender import Sender, check_target_resolves
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import events as ev
 from parcelhook.domain import keys, systems, tracking
@@ -30,7 +29,6 @@ from parcelhook.domain.integrations import (
     IntegrationChanges,
     TargetPolicy,
     check_webhook_settings,
-    parse_changes,
 )
 from parcelhook.domain.parcels import NewParcel, Parcel, Refund, parse_new_parcel
 from parcelhook.domain.retry import AttemptResult
@@ -42,6 +40,18 @@ from parcelhook.store.webhook_log import Health
 # the public_key column's width: a longer one cannot name an integration
 _PUBLIC_KEY_MAX = 64
 _hasher = PasswordHasher()
+
+
+class TargetCheck(Protocol):
+    """At save time: a message when the URL's host resolves to a forbidden address, else None."""
+
+    async def __call__(self, url: str, *, allow_private: bool) -> str | None: ...
+
+
+class WebhookSender(Protocol):
+    """Sends one signed request (the Test API Webhook button's sender)."""
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +75,16 @@ class Service:
         store: Store,
         clock: Clock,
         policy: TargetPolicy,
-        sender: Sender,
+        sender: WebhookSender,
         *,
+        check_target: TargetCheck,
         secret_grace_ms: int = 24 * 3600 * 1000,
     ) -> None:
         self.store = store
         self.clock = clock
         self.policy = policy
         self.sender = sender
+        self.check_target = check_target
         self.secret_grace_ms = secret_grace_ms
 
     # -- accounts ---------------------------------------------------------------------
@@ -151,12 +163,11 @@ class Service:
     async def _check_target(self, active: bool, url: str | None) -> None:
         check_webhook_settings(active, url, self.policy)
         if url:
-            problem = await check_target_resolves(url, allow_private=self.policy.allow_private)
+            problem = await self.check_target(url, allow_private=self.policy.allow_private)
             if problem:
                 raise InvalidInput(problem, field="webhook_url", code="invalid_url")
 
-    async def create_integration(self, account_id: int, data: Any) -> Integration:
-        changes = parse_changes(data, creating=True)
+    async def create_integration(self, account_id: int, changes: IntegrationChanges) -> Integration:
         await self._check_target(bool(changes.webhook_active), changes.webhook_url)
         now = self.clock.now_ms()
         async with self.store.transaction() as tx:
@@ -165,9 +176,8 @@ class Service:
         return integration
 
     async def update_integration(
-        self, account_id: int, integration_id: int, data: Any
+        self, account_id: int, integration_id: int, changes: IntegrationChanges
     ) -> Integration:
-        changes = parse_changes(data, creating=False)
         async with self.store.reading() as r:
             current = await r.integration(account_id, integration_id)
         active = (
@@ -205,27 +215,27 @@ class Service:
         await tx.enqueue(event, ev.recipients(action, integration), now)
 
     async def test_webhook(
-        self, account_id: int, integration_id: int, data: Any = None
+        self,
+        account_id: int,
+        integration_id: int,
+        *,
+        url: str | None = None,
+        key: str | None = None,
     ) -> TestResult:
-        """Send one signed `test_webhook` to the URL and key as typed; nothing is stored."""
+        """Send one signed `test_webhook` to the URL and key as typed; nothing is stored.
+
+        A URL or key not given (None) is the saved one; an empty URL is refused.
+        """
         async with self.store.reading() as r:
             integration = await r.integration(account_id, integration_id)
-        typed = data.get("integration") if isinstance(data, dict) else None
-        if data is not None and not isinstance(typed, dict):
-            raise InvalidInput('Expected {"integration": {...}}.', field="integration")
-        typed = typed or {}
-        url = typed.get("webhook_url", integration.webhook_url)
-        key = typed.get("webhook_signature_key") or integration.signing_key
-        if not isinstance(url, str) or not url:
+        if key:
+            keys.check_signature_key(key)
+        url = integration.webhook_url if url is None else url
+        if not url:
             raise InvalidInput(
                 "A webhook URL is required to test.", field="webhook_url", code="required"
             )
-        if not isinstance(key, str):
-            raise InvalidInput(
-                "webhook_signature_key must be a string.", field="webhook_signature_key"
-            )
-        if typed.get("webhook_signature_key"):
-            keys.check_signature_key(key)
+        key = key or integration.signing_key
         await self._check_target(True, url)
         now = self.clock.now_ms()
         payload = ev.test_webhook(integration.id, integration.shop_name, integration.system, now)

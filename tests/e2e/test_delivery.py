@@ -38,7 +38,7 @@ async def configure(acct: Account, integration_id: int, url: str, key: str | Non
     settings: dict[str, Any] = {"webhook_active": True, "webhook_url": url}
     if key:
         settings["webhook_signature_key"] = key
-    r = await acct.call("PUT", f"/api/v2/integrations/{integration_id}", {"integration": settings})
+    r = await acct.call("PATCH", f"/api/v2/integrations/{integration_id}", settings)
     assert r.status_code == 200, r.text
 
 
@@ -64,8 +64,8 @@ async def test_status_changes_arrive_signed_and_verifiable(harness: HarnessFacto
         got = [r for r in rx.requests if b"parcel_status_changed" in r.body]
         assert [json.loads(r.body)["parcel"]["status"]["id"] for r in got] == [1000, 3, 11]
         secret = (await acct.call("GET", f"/api/v2/integrations/{acct.api.id}")).json()[
-            "integration"
-        ]["webhook_secret"]
+            "webhook_secret"
+        ]
         for req in got:
             expected = hmac.new(KEY.encode(), req.body, hashlib.sha256).hexdigest()
             assert req.headers["Sendcloud-Signature"] == expected
@@ -130,7 +130,7 @@ async def test_always_failing_ends_failed_after_11_attempts_then_redelivers(
         failed = await acct.call("GET", "/api/v2/webhook-deliveries?status=failed")
         assert [d["id"] for d in failed.json()["deliveries"]] == [delivery.id]
         integ = (await acct.call("GET", f"/api/v2/integrations/{shop_id}")).json()
-        assert integ["integration"]["failing_since"] is not None
+        assert integ["failing_since"] is not None
         assert len(rx.requests) == 11
 
         rx.route("/down", Mode.ok())
@@ -139,7 +139,7 @@ async def test_always_failing_ends_failed_after_11_attempts_then_redelivers(
         await eventually(lambda: _status(h, acct, delivery.id, dl.DELIVERED))
         assert len(rx.requests) == 12
         integ = (await acct.call("GET", f"/api/v2/integrations/{shop_id}")).json()
-        assert integ["integration"]["failing_since"] is None
+        assert integ["failing_since"] is None
 
 
 async def test_bulk_redelivery_by_filter(harness: HarnessFactory) -> None:
@@ -174,9 +174,7 @@ async def test_shop_integration_receives_only_parcel_status_changes(
             "POST", f"/api/v2/parcels/{parcel['id']}/refund", {"refund": {"reason": "Damaged"}}
         )
         assert r.status_code == 201
-        await acct.call(
-            "PUT", f"/api/v2/integrations/{shop_id}", {"integration": {"shop_name": "Renamed"}}
-        )
+        await acct.call("PUT", f"/api/v2/integrations/{shop_id}", {"shop_name": "Renamed"})
         await rx.wait_for_requests(2)
         # never queued, not queued-then-dropped
         mine = await h.service.list_deliveries(acct.account_id, integration_id=shop_id)
@@ -200,28 +198,24 @@ async def test_integration_events_reach_only_the_integration_concerned(
             "POST",
             "/api/v2/integrations",
             {
-                "integration": {
-                    "shop_name": "Second app",
-                    "system": "api",
-                    "webhook_active": True,
-                    "webhook_url": rx_b.url("/b"),
-                }
+                "shop_name": "Second app",
+                "system": "api",
+                "webhook_active": True,
+                "webhook_url": rx_b.url("/b"),
             },
         )
-        b = r.json()["integration"]
+        b = r.json()
         assert r.status_code == 201 and "webhook_signature_key" not in b
         await acct.call(
             "PUT",
             f"/api/v2/integrations/{b['id']}",
-            {"integration": {"shop_name": "Second app, renamed"}},
+            {"shop_name": "Second app, renamed"},
         )
         r = await acct.call("DELETE", f"/api/v2/integrations/{b['id']}")
         assert r.status_code == 204
         await rx_b.wait_for_requests(3)
         # A's own update, and then a final one of A's own as a marker that nothing else came
-        await acct.call(
-            "PUT", f"/api/v2/integrations/{acct.api.id}", {"integration": {"shop_name": "A"}}
-        )
+        await acct.call("PUT", f"/api/v2/integrations/{acct.api.id}", {"shop_name": "A"})
         await eventually(
             lambda: any(b'"shop_name": "A"' in q.body for q in rx_a.requests), what="marker"
         )
@@ -298,7 +292,7 @@ async def test_410_turns_the_webhook_off(harness: HarnessFactory) -> None:
         shop_id = await acct.shop(rx.url("/gone"))
         await new_parcel(acct, integration_id=shop_id)
         await eventually(lambda: _count(h, acct, dl.FAILED, 1), what="failed delivery")
-        integ = (await acct.call("GET", f"/api/v2/integrations/{shop_id}")).json()["integration"]
+        integ = (await acct.call("GET", f"/api/v2/integrations/{shop_id}")).json()
         assert integ["webhook_active"] is False
         (d,) = await h.service.list_deliveries(acct.account_id, integration_id=shop_id)
         assert d.last_status_code == 410 and "410 Gone" in (d.last_error or "")

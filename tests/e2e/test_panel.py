@@ -29,6 +29,7 @@ from playwright.async_api import Page, expect
 from parcelhook.app import create_app
 from parcelhook.config import Settings
 from parcelhook.domain.clock import FakeClock
+from parcelhook.domain.integrations import parse_changes
 from parcelhook.panel import present
 from parcelhook.runtime import Runtime
 from parcelhook.service import NewAccount
@@ -250,7 +251,9 @@ async def test_another_accounts_integration_and_deliveries_are_404_pages(
     await service.update_integration(
         inproc.other.account_id,
         theirs,
-        {"webhook_active": True, "webhook_url": "http://127.0.0.1:9/x"},
+        parse_changes(
+            {"webhook_active": True, "webhook_url": "http://127.0.0.1:9/x"}, creating=False
+        ),
     )
     (their_delivery,) = await service.list_deliveries(inproc.other.account_id)
     mine = inproc.owner.integration.id
@@ -298,7 +301,8 @@ async def test_no_page_shows_a_signature_key_even_after_a_failed_save_or_a_test(
 ) -> None:
     client, token = await signed_in(inproc)
     shop = await inproc.runtime.service.create_integration(
-        inproc.owner.account_id, {"shop_name": "Shop", "system": "shopify"}
+        inproc.owner.account_id,
+        parse_changes({"shop_name": "Shop", "system": "shopify"}, creating=True),
     )
     configure = f"/settings/integrations/{shop.id}"
     async with HostileReceiver() as rx:
@@ -341,12 +345,15 @@ async def test_a_delivery_waiting_for_its_next_attempt_shows_as_retrying(tmp_pat
         service, owner = inproc.runtime.service, inproc.owner
         shop = await service.create_integration(
             owner.account_id,
-            {
-                "shop_name": "Shop",
-                "system": "shopify",
-                "webhook_active": True,
-                "webhook_url": rx.url("/down"),
-            },
+            parse_changes(
+                {
+                    "shop_name": "Shop",
+                    "system": "shopify",
+                    "webhook_active": True,
+                    "webhook_url": rx.url("/down"),
+                },
+                creating=True,
+            ),
         )
         await service.create_parcel(
             owner.account_id, owner.integration, {**PARCEL, "integration_id": shop.id}
@@ -383,10 +390,10 @@ async def new_shop(served: Served, url: str | None = None, name: str = "Webshop"
     async with served.api() as api:
         answer = await api.post(
             "/api/v2/integrations",
-            json={"integration": {"shop_name": name, "system": "shopify_v2", **settings}},
+            json={"shop_name": name, "system": "shopify_v2", **settings},
         )
     assert answer.status_code == 201, answer.text
-    return int(answer.json()["integration"]["id"])
+    return int(answer.json()["id"])
 
 
 async def new_parcel(served: Served, integration_id: int) -> int:
@@ -473,7 +480,7 @@ async def test_a_weak_key_is_refused_on_save_naming_every_failed_rule(
     await expect(page.get_by_label("Webhook Signature Key", exact=True)).to_have_value("")
     assert "short1a" not in await page.content()
     async with served.api() as api:
-        stored = (await api.get(f"/api/v2/integrations/{shop}")).json()["integration"]
+        stored = (await api.get(f"/api/v2/integrations/{shop}")).json()
     assert stored["webhook_active"] is False
 
 
@@ -501,8 +508,8 @@ async def test_test_api_webhook_sends_the_typed_values_and_shows_the_answer(
 
     async with served.api() as api:
         stored = (await api.get(f"/api/v2/integrations/{served.integration_id}")).json()
-    assert stored["integration"]["webhook_url"] is None
-    assert stored["integration"]["webhook_signature_key_set"] is False
+    assert stored["webhook_url"] is None
+    assert stored["webhook_signature_key_set"] is False
 
 
 @pytest.mark.browser

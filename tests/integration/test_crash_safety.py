@@ -224,9 +224,9 @@ async def test_sigkill_under_load_loses_no_event(
         async with httpx.AsyncClient(
             base_url=base_url, auth=(keys["public_key"], keys["secret_key"]), timeout=10
         ) as api:
-            r = await api.put(
+            r = await api.patch(
                 f"/api/v2/integrations/{keys['integration_id']}",
-                json={"integration": {"webhook_active": True, "webhook_url": rx.url("/hook")}},
+                json={"webhook_active": True, "webhook_url": rx.url("/hook")},
             )
             assert r.status_code == 200, r.text
         load = Load(base_url, (keys["public_key"], keys["secret_key"]))

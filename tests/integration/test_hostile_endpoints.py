@@ -201,14 +201,14 @@ async def check_first_attempts(h: Harness, acct: Account, shops: dict[str, int])
         if d["status"] != dl.PENDING or not low <= delay <= high:
             wrong.append(f"{case.name}: {d['status']}, retry in {delay} s, not in [{low}, {high}]")
     assert wrong == [], "\n".join(wrong)
-    gone = (await acct.call("GET", f"/api/v2/integrations/{shops['410']}")).json()["integration"]
+    gone = (await acct.call("GET", f"/api/v2/integrations/{shops['410']}")).json()
     assert gone["webhook_active"] is False
     d = await the_delivery(h, acct, shops["410"])
     assert d.last_status_code == 410 and "410 Gone" in (d.last_error or "")
     failing = (await acct.call("GET", f"/api/v2/integrations/{shops['500']}")).json()
-    assert failing["integration"]["failing_since"] is not None
+    assert failing["failing_since"] is not None
     delivered = (await acct.call("GET", f"/api/v2/integrations/{shops['huge']}")).json()
-    assert delivered["integration"]["failing_since"] is None
+    assert delivered["failing_since"] is None
 
 
 async def step_through_retries(

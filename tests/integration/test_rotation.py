@@ -62,7 +62,7 @@ def sendcloud_signed_with(key: str, request: ReceivedRequest) -> bool:
 
 async def whsec(acct: Account, integration_id: int) -> str:
     r = await acct.call("GET", f"/api/v2/integrations/{integration_id}")
-    secret: str = r.json()["integration"]["webhook_secret"]
+    secret: str = r.json()["webhook_secret"]
     return secret
 
 
@@ -80,9 +80,9 @@ async def test_a_rotated_secret_signs_alongside_the_old_one_for_the_grace_period
     async with HostileReceiver() as rx:
         rx.route("/hook", Mode.ok(), Mode.status(500), Mode.status(500), Mode.ok())
         r = await acct.call(
-            "PUT",
+            "PATCH",
             f"/api/v2/integrations/{acct.api.id}",
-            {"integration": {"webhook_active": True, "webhook_url": rx.url("/hook")}},
+            {"webhook_active": True, "webhook_url": rx.url("/hook")},
         )
         assert r.status_code == 200
         (before,) = await rx.wait_for_requests(1)
@@ -140,10 +140,10 @@ async def test_a_changed_signature_key_signs_the_next_attempt(
         await wait_for_attempts(h, acct, shop, 1)
 
         r = await acct.call(
-            "PUT", f"/api/v2/integrations/{shop}", {"integration": {"webhook_signature_key": KEY_2}}
+            "PATCH", f"/api/v2/integrations/{shop}", {"webhook_signature_key": KEY_2}
         )
         assert r.status_code == 200
-        assert r.json()["integration"]["webhook_signature_key_last4"] == KEY_2[-4:]
+        assert r.json()["webhook_signature_key_last4"] == KEY_2[-4:]
         await clock.advance(6 * 60)
         second = (await rx.wait_for_requests(2))[1]
         assert second.body == first.body
@@ -151,11 +151,9 @@ async def test_a_changed_signature_key_signs_the_next_attempt(
         await wait_for_attempts(h, acct, shop, 2)
 
         # removing the key: the next attempt is signed with the integration's API secret key
-        r = await acct.call(
-            "PUT", f"/api/v2/integrations/{shop}", {"integration": {"webhook_signature_key": ""}}
-        )
+        r = await acct.call("PATCH", f"/api/v2/integrations/{shop}", {"webhook_signature_key": ""})
         assert r.status_code == 200
-        assert r.json()["integration"]["webhook_signature_key_set"] is False
+        assert r.json()["webhook_signature_key_set"] is False
         await clock.advance(12 * 60)
         third = (await rx.wait_for_requests(3))[2]
         secret_key = (await h.service.get_integration(acct.account_id, shop)).secret_key

@@ -31,7 +31,7 @@ from sqlalchemy import text
 from parcelhook.config import Settings
 from parcelhook.domain import events as ev
 from parcelhook.domain.events import Event
-from parcelhook.domain.integrations import Integration
+from parcelhook.domain.integrations import Integration, parse_changes
 from parcelhook.runtime import Runtime
 from parcelhook.tools.trigger import sample_parcel
 from support.harness import MASTER_KEY, drop_pg_database, make_pg_database, pg_reachable
@@ -233,12 +233,15 @@ async def shops(rt: Runtime, rx: Receiver) -> tuple[int, list[Integration]]:
     integrations = [
         await rt.service.create_integration(
             created.account_id,
-            {
-                "shop_name": f"Shop {n}",
-                "system": "shopify",
-                "webhook_active": True,
-                "webhook_url": rx.url(n),
-            },
+            parse_changes(
+                {
+                    "shop_name": f"Shop {n}",
+                    "system": "shopify",
+                    "webhook_active": True,
+                    "webhook_url": rx.url(n),
+                },
+                creating=True,
+            ),
         )
         for n in range(ENDPOINTS)
     ]

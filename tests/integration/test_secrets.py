@@ -57,7 +57,7 @@ SQL_ECHO = ("aiosqlite",)
 # where an integration's API keys and whsec_ secret may be shown: to its owner, on the
 # integration's own object (API) or its Configure page (panel)
 OWNER_PAGES = re.compile(
-    r"^(GET|POST|PUT) (/api/v2/integrations(/\d+(/rotate-webhook-secret)?)?"
+    r"^(GET|POST|PUT|PATCH) (/api/v2/integrations(/\d+(/rotate-webhook-secret)?)?"
     r"|/settings/integrations/\d+(/test)?)$"
 )
 
@@ -158,14 +158,12 @@ async def scenario(
 
         r = await call(
             api_a,
-            "PUT",
+            "PATCH",
             f"/api/v2/integrations/{a.api.id}",
             {
-                "integration": {
-                    "webhook_active": True,
-                    "webhook_url": rx.url("/a"),
-                    "webhook_signature_key": KEYS["api"],
-                }
+                "webhook_active": True,
+                "webhook_url": rx.url("/a"),
+                "webhook_signature_key": KEYS["api"],
             },
         )
         assert r.status_code == 200, r.text
@@ -174,49 +172,41 @@ async def scenario(
             "POST",
             "/api/v2/integrations",
             {
-                "integration": {
-                    "shop_name": "Shop",
-                    "system": "shopify",
-                    "webhook_active": True,
-                    "webhook_url": rx.url("/flaky"),
-                    "webhook_signature_key": KEYS["shop"],
-                }
+                "shop_name": "Shop",
+                "system": "shopify",
+                "webhook_active": True,
+                "webhook_url": rx.url("/flaky"),
+                "webhook_signature_key": KEYS["shop"],
             },
         )
         assert r.status_code == 201, r.text
-        shop = r.json()["integration"]["id"]
-        assert "secret_key" not in r.json()["integration"]
+        shop = r.json()["id"]
+        assert "secret_key" not in r.json()
         r = await call(
             api_a,
             "POST",
             "/api/v2/integrations",
             {
-                "integration": {
-                    "shop_name": "Down",
-                    "system": "bol",
-                    "webhook_active": True,
-                    "webhook_url": rx.url("/down"),
-                }
+                "shop_name": "Down",
+                "system": "bol",
+                "webhook_active": True,
+                "webhook_url": rx.url("/down"),
             },
         )
-        down = r.json()["integration"]["id"]
+        down = r.json()["id"]
         r = await call(
             api_a,
             "POST",
             "/api/v2/integrations",
             {
-                "integration": {
-                    "shop_name": "Second app",
-                    "system": "api",
-                    "webhook_active": True,
-                    "webhook_url": rx.url("/second"),
-                }
+                "shop_name": "Second app",
+                "system": "api",
+                "webhook_active": True,
+                "webhook_url": rx.url("/second"),
             },
         )
-        assert r.status_code == 201 and r.json()["integration"]["webhook_secret"].startswith(
-            "whsec_"
-        )
-        second = r.json()["integration"]["id"]
+        assert r.status_code == 201 and r.json()["webhook_secret"].startswith("whsec_")
+        second = r.json()["id"]
 
         # the Test button, with keys typed and never saved
         r = await call(
@@ -247,11 +237,11 @@ async def scenario(
         for key in (KEYS["weak"], KEYS["too_long"]):
             r = await call(
                 api_a,
-                "PUT",
+                "PATCH",
                 f"/api/v2/integrations/{shop}",
-                {"integration": {"webhook_signature_key": key}},
+                {"webhook_signature_key": key},
             )
-            assert r.status_code == 422 and r.json()["error"]["field"] == "webhook_signature_key"
+            assert r.status_code == 400 and r.json()["error"]["field"] == "webhook_signature_key"
             r = await call(
                 api_a,
                 "POST",
@@ -288,9 +278,9 @@ async def scenario(
         assert r.status_code == 200
         r = await call(
             api_a,
-            "PUT",
+            "PATCH",
             f"/api/v2/integrations/{a.api.id}",
-            {"integration": {"webhook_signature_key": KEYS["api_rotated"]}},
+            {"webhook_signature_key": KEYS["api_rotated"]},
         )
         assert r.status_code == 200
         await call(api_a, "POST", f"/api/v2/parcels/{parcel}/status", {"status_id": 11})
@@ -517,9 +507,9 @@ async def test_debug_logging_does_not_echo_sql_parameters(
     h = await harness(dispatcher=False)
     acct = await h.account()
     r = await acct.call(
-        "PUT",
+        "PATCH",
         f"/api/v2/integrations/{acct.api.id}",
-        {"integration": {"webhook_signature_key": KEYS["api"]}},
+        {"webhook_signature_key": KEYS["api"]},
     )
     assert r.status_code == 200
     secrets = await every_secret(h)

@@ -37,7 +37,11 @@ NO_TENANT_DATA = {
 # valid bodies, so that a refusal can only come from ownership (not from validation)
 API_BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/v2/integrations/{integration_id}"): {
-        "integration": {"shop_name": "Taken over", "webhook_url": "https://hooks.example.com/b"}
+        "shop_name": "Taken over",
+        "webhook_url": "https://hooks.example.com/b",
+    },
+    ("PATCH", "/api/v2/integrations/{integration_id}"): {
+        "webhook_url": "https://hooks.example.com/b"
     },
     ("POST", "/api/v2/integrations/{integration_id}/webhook-test"): {
         "integration": {"webhook_url": "https://hooks.example.com/b"}
@@ -86,9 +90,9 @@ async def build(h: Harness, rx: HostileReceiver) -> World:
     b = await h.account("b-owner@example.com")
     rx.route("/down", Mode.status(500))
     r = await a.call(
-        "PUT",
+        "PATCH",
         f"/api/v2/integrations/{a.api.id}",
-        {"integration": {"webhook_active": True, "webhook_url": rx.url("/a")}},
+        {"webhook_active": True, "webhook_url": rx.url("/a")},
     )
     assert r.status_code == 200
     shop_name = "A's secret shop"
@@ -96,15 +100,13 @@ async def build(h: Harness, rx: HostileReceiver) -> World:
         "POST",
         "/api/v2/integrations",
         {
-            "integration": {
-                "shop_name": shop_name,
-                "system": "bol",
-                "webhook_active": True,
-                "webhook_url": rx.url("/down"),
-            }
+            "shop_name": shop_name,
+            "system": "bol",
+            "webhook_active": True,
+            "webhook_url": rx.url("/down"),
         },
     )
-    shop = int(r.json()["integration"]["id"])
+    shop = int(r.json()["id"])
     parcels = []
     for owner in (shop, a.api.id):
         r = await a.call("POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": owner}})
@@ -114,7 +116,7 @@ async def build(h: Harness, rx: HostileReceiver) -> World:
 
     async def settled() -> bool:
         found = await h.service.list_deliveries(a.account_id)
-        return len(found) >= 4 and all(d.status != dl.PENDING for d in found)
+        return len(found) >= 3 and all(d.status != dl.PENDING for d in found)
 
     await eventually(settled, what="A's deliveries to settle")
     deliveries = await h.service.list_deliveries(a.account_id)
@@ -181,9 +183,8 @@ async def test_another_accounts_ids_get_404_on_every_route_and_change_nothing(
                             missing["integration_id"] = world.b_integration
                         got = await send(api, panel, is_api, method, fill(path, values), key)
                         expected = await send(api, panel, is_api, method, fill(path, missing), key)
-                        if got.status_code != 404 or (got.status_code, got.text) != (
-                            expected.status_code,
-                            expected.text,
+                        if got.status_code != 404 or answer(got, fill(path, values)) != answer(
+                            expected, fill(path, missing)
                         ):
                             answers.append(
                                 f"{method} {fill(path, values)} -> {got.status_code} "
@@ -201,9 +202,7 @@ async def test_another_accounts_ids_get_404_on_every_route_and_change_nothing(
             assert changed_tables(before, await snapshot(h.store)) == []
             assert len(rx.requests) == requests_before  # nothing was sent for B's attempts
             # B still acts freely within its own account (creating is not blocked wholesale)
-            r = await api.post(
-                "/api/v2/integrations", json={"integration": {"shop_name": "B", "system": "bol"}}
-            )
+            r = await api.post("/api/v2/integrations", json={"shop_name": "B", "system": "bol"})
             assert r.status_code == 201
             r = await panel.post("/logout")
             assert r.status_code == 303
@@ -226,6 +225,11 @@ async def send(
     return await panel.post(path, PANEL_FORMS.get(key, {}))
 
 
+def answer(r: httpx.Response, path: str) -> tuple[int, str]:
+    """Status and body, less the request's own path (Sendcloud's error body echoes it)."""
+    return r.status_code, r.text.replace(path.partition("?")[0].lstrip("/"), "<path>")
+
+
 def mentions_a(world: World, text: str) -> list[str]:
     found = [world.shop_name] if world.shop_name in text else []
     found += [e for e in world.event_ids if e in text]
@@ -243,17 +247,14 @@ async def _same_as_missing(
     """A's id (first) must get exactly the answer an id that exists nowhere (second) gets."""
     got = await api.request(method, paths[0], json=bodies[0])
     expected = await api.request(method, paths[1], json=bodies[1])
-    if (got.status_code, got.text) != (
-        expected.status_code,
-        expected.text,
-    ) or got.status_code == 403:
+    if answer(got, paths[0]) != answer(expected, paths[1]) or got.status_code == 403:
         return [f"{what}: {got.status_code} {got.text[:200]} vs {expected.status_code}"]
     return []
 
 
 async def _list_integrations(world: World, api: httpx.AsyncClient, _p: PanelSession) -> list[str]:
     r = await api.get("/api/v2/integrations")
-    ids = [i["id"] for i in r.json()["integrations"]]
+    ids = [i["id"] for i in r.json()]
     return [] if ids == [world.b_integration] else [f"B lists integrations {ids}"]
 
 

@@ -99,9 +99,9 @@ class Account:
             "webhook_url": url,
             **settings,
         }
-        r = await self.call("POST", "/api/v2/integrations", {"integration": integration})
+        r = await self.call("POST", "/api/v2/integrations", integration)
         assert r.status_code == 201, r.text
-        return int(r.json()["integration"]["id"])
+        return int(r.json()["id"])
 
 
 class Harness:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPBasic
+from starlette.requests import HTTPConnection
 
 from parcelhook.domain.integrations import Integration
 from parcelhook.service import Service
@@ -20,7 +23,23 @@ class Caller:
     integration: Integration
 
 
-async def api_caller(request: Request) -> Caller:
+class _BasicScheme(HTTPBasic):
+    """Declares HTTP Basic in the OpenAPI document; `api_caller` does the checking."""
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
+basic_scheme = _BasicScheme(
+    scheme_name="HTTPBasicAuth",
+    description="An API integration's `public_key` as user name and `secret_key` as password.",
+    auto_error=False,
+)
+
+
+async def api_caller(
+    request: Request, _scheme: Annotated[None, Depends(basic_scheme)] = None
+) -> Caller:
     """The authenticated caller, or 401 (the same answer whatever was wrong)."""
     header = request.headers.get("authorization", "")
     scheme, _, encoded = header.partition(" ")

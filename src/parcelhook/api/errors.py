@@ -1,4 +1,10 @@
-"""One error shape for every 4xx: {"error": {"code", "message", "field"?}}."""
+"""Error bodies: Sendcloud's on the endpoints parcelhook shares with it, ours on our own.
+
+Sendcloud's API v2 answers `{"error": {"code": <HTTP status>, "request": <path>, "message"}}`;
+parcelhook's own endpoints (adding integrations, webhook tests, the webhook log, tracking
+updates, refunds) answer `{"error": {"code": <slug>, "message", "field"?}}`. Both name the
+field at fault in `field` where there is one. One style per endpoint, decided by its path.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +24,39 @@ MAX_BODY = 1024 * 1024
 _TOO_LARGE = "The request body is larger than 1 MiB."
 
 
+# parcelhook's own endpoints under /api/v2 (everything else there is Sendcloud's)
+_OWN_PREFIXES = ("webhook-events", "webhook-deliveries")
+_OWN_SUFFIXES = ("/webhook-test", "/rotate-webhook-secret", "/status", "/refund")
+
+
+def sendcloud_style(method: str, path: str) -> bool:
+    """Whether the endpoint at `path` is one Sendcloud publishes (and so uses its errors)."""
+    if not path.startswith("/api/v2/"):
+        return False
+    rest = path.removeprefix("/api/v2/").rstrip("/")
+    if rest.startswith(_OWN_PREFIXES) or rest.endswith(_OWN_SUFFIXES):
+        return False
+    # adding an integration through the API is parcelhook's; listing them is Sendcloud's
+    return not (method == "POST" and rest == "integrations")
+
+
 def error_response(
-    status: int, code: str, message: str, field: str | None = None, **extra: Any
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    *,
+    scope: Scope | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
+    """The error body in the style of the endpoint `scope` addresses."""
+    body: dict[str, Any]
+    if scope is not None and sendcloud_style(scope["method"], scope["path"]):
+        # Sendcloud refuses invalid input with 400 where parcelhook's own endpoints say 422
+        status = 400 if status == 422 else status
+        body = {"code": status, "request": scope["path"].lstrip("/"), "message": message}
+    else:
+        body = {"code": code, "message": message}
     if field is not None:
         body["field"] = field
     body.update(extra)
@@ -40,11 +75,14 @@ _HTTP_CODES = {
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def domain_error(_r: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse({"error": exc.as_dict()}, status_code=exc.status)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return error_response(
+            exc.status, exc.code, exc.message, exc.field, scope=request.scope, **exc.extra
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_r: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        scope = request.scope
         first = exc.errors()[0] if exc.errors() else {}
         kind = str(first.get("type", ""))
         loc = [str(x) for x in first.get("loc", ()) if not isinstance(x, int)]
@@ -52,17 +90,23 @@ def install_error_handlers(app: FastAPI) -> None:
         if field == "body":
             field = None
         if kind == "json_invalid":
-            return error_response(400, "malformed_json", "The request body is not valid JSON.")
+            return error_response(
+                400, "malformed_json", "The request body is not valid JSON.", scope=scope
+            )
         if kind == "missing" and loc == ["body"]:
-            return error_response(400, "missing_body", "A JSON request body is required.")
+            return error_response(
+                400, "missing_body", "A JSON request body is required.", scope=scope
+            )
         if loc == ["body"]:
             # the body as a whole is the wrong shape (an array, a string, a form): no field to name
-            return error_response(400, "invalid_body", "The request body must be a JSON object.")
+            return error_response(
+                400, "invalid_body", "The request body must be a JSON object.", scope=scope
+            )
         code = {"missing": "required", "extra_forbidden": "unknown_field"}.get(kind, "invalid")
         words = {"missing": "is required", "extra_forbidden": "is not a known field"}.get(
             kind, str(first.get("msg", "is invalid")).lower()
         )
-        return error_response(422, code, f"{field or 'body'} {words}.", field)
+        return error_response(422, code, f"{field or 'body'} {words}.", field, scope=scope)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -78,18 +122,22 @@ def install_error_handlers(app: FastAPI) -> None:
             return page
         if exc.status_code == 400 and isinstance(exc.__cause__, (UnicodeError, RecursionError)):
             # FastAPI's own 400 for a JSON body that is not UTF-8 or nests too deep
-            return error_response(400, "malformed_json", "The request body is not valid JSON.")
+            return error_response(
+                400, "malformed_json", "The request body is not valid JSON.", scope=request.scope
+            )
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        response = error_response(exc.status_code, code, str(exc.detail))
+        response = error_response(exc.status_code, code, str(exc.detail), scope=request.scope)
         if exc.headers:
             response.headers.update(exc.headers)
         return response
 
     @app.exception_handler(Exception)
-    async def bug(_r: Request, exc: Exception) -> JSONResponse:
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
         # a 5xx is a bug: log it (never the request body, it may hold secrets)
         log.error("unhandled %s", type(exc).__name__, exc_info=exc)
-        return error_response(500, "internal", "Internal error; it has been logged.")
+        return error_response(
+            500, "internal", "Internal error; it has been logged.", scope=request.scope
+        )
 
 
 class _TooLarge(StarletteHTTPException):
@@ -139,5 +187,5 @@ class BodyLimit:
 
 
 async def _send_413(scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_response(413, "too_large", _TOO_LARGE)
+    response = error_response(413, "too_large", _TOO_LARGE, scope=scope)
     await response(scope, receive, send)

@@ -38,33 +38,53 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+_CARRIERS = Field(default=None, max_length=50)
+
+
 class _IntegrationFields(_In):
     shop_url: str | None = Field(default=None, max_length=2048)
     webhook_active: bool | None = None
     webhook_url: str | None = Field(default=None, max_length=2048)
-    webhook_signature_key: str | None = Field(default=None, max_length=1000)
-
-
-class IntegrationIn(_IntegrationFields):
-    """The fields of an update; every one is optional."""
-
-    shop_name: str | None = Field(default=None, max_length=255)
-    system: str | None = Field(default=None, json_schema_extra=_SYSTEM_ENUM)
+    webhook_signature_key: str | None = Field(
+        default=None, max_length=1000, json_schema_extra={"writeOnly": True}
+    )
+    service_point_enabled: bool | None = None
+    service_point_carriers: list[Annotated[str, Field(max_length=50)]] | None = _CARRIERS
 
 
 class IntegrationCreate(_IntegrationFields):
-    """The fields of a create: `shop_name` and `system` are required."""
+    """`POST /integrations` (parcelhook's own): `shop_name` and `system` are required."""
 
     shop_name: str = Field(max_length=255)
     system: str = Field(json_schema_extra=_SYSTEM_ENUM)
 
 
-class IntegrationEnvelope(_In):
-    integration: IntegrationIn
+class _ReadOnlyEcho(_IntegrationFields):
+    """What a read returns may be sent back as it is (GET, modify, PUT); it is ignored."""
+
+    id: int | None = Field(default=None, ge=1, le=MAX_ID, json_schema_extra={"readOnly": True})
+    failing_since: str | None = Field(default=None, max_length=64)
+    last_fetch: str | None = Field(default=None, max_length=64)
+    last_updated_at: str | None = Field(default=None, max_length=64)
+    webhook_signature_key_set: bool | None = None
+    webhook_signature_key_last4: str | None = Field(default=None, max_length=4)
+    public_key: str | None = Field(default=None, max_length=64)
+    secret_key: str | None = Field(default=None, max_length=64)
+    webhook_secret: str | None = Field(default=None, max_length=100)
 
 
-class IntegrationCreateEnvelope(_In):
-    integration: IntegrationCreate
+class IntegrationReplace(_ReadOnlyEcho):
+    """`PUT /integrations/{id}`: the whole integration; `shop_name` is required."""
+
+    shop_name: str = Field(max_length=255)
+    system: str | None = Field(default=None, json_schema_extra=_SYSTEM_ENUM)
+
+
+class IntegrationPatch(_ReadOnlyEcho):
+    """`PATCH /integrations/{id}`: only the fields to change."""
+
+    shop_name: str | None = Field(default=None, max_length=255)
+    system: str | None = Field(default=None, json_schema_extra=_SYSTEM_ENUM)
 
 
 class WebhookTestIntegration(_In):
@@ -73,7 +93,9 @@ class WebhookTestIntegration(_In):
 
 
 class WebhookTestEnvelope(_In):
-    integration: WebhookTestIntegration
+    """Values to test as typed; without them (`{}` or no body) the saved ones are tested."""
+
+    integration: WebhookTestIntegration | None = None
 
 
 class ShipmentRef(_In):
@@ -143,7 +165,22 @@ class ErrorBody(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """parcelhook's own endpoints: a slug in `code`."""
+
     error: ErrorBody
+
+
+class SendcloudErrorBody(BaseModel):
+    code: int
+    request: str
+    message: str
+    field: str | None = None
+
+
+class SendcloudErrorOut(BaseModel):
+    """Sendcloud's error body: the HTTP status in `code`, the path in `request`."""
+
+    error: SendcloudErrorBody
 
 
 class IntegrationOut(BaseModel):
@@ -167,11 +204,6 @@ class IntegrationOut(BaseModel):
 
 class IntegrationOutEnvelope(BaseModel):
     integration: IntegrationOut
-
-
-class IntegrationList(BaseModel):
-    integrations: list[IntegrationOut]
-    next: str | None
 
 
 class Status(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from parcelhook.api import models as m
-from parcelhook.api.integrations import ERRORS, CallerDep, _service
+from parcelhook.api.integrations import ERRORS, SC_ERRORS, CallerDep, _service
 from parcelhook.domain import events as ev
 from parcelhook.domain.clock import parse_iso_ms
 from parcelhook.domain.errors import InvalidInput
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v2/parcels", tags=["parcels"])
     "",
     status_code=201,
     response_model=None,
-    responses={201: {"model": m.ParcelOutEnvelope}, **ERRORS},
+    responses={201: {"model": m.ParcelOutEnvelope}, **SC_ERRORS},
 )
 async def create_parcel(
     request: Request, caller: CallerDep, body: m.ParcelEnvelope
@@ -29,7 +29,7 @@ async def create_parcel(
     return {"parcel": ev.parcel_object(parcel)}
 
 
-@router.get("", response_model=None, responses={200: {"model": m.ParcelList}, **ERRORS})
+@router.get("", response_model=None, responses={200: {"model": m.ParcelList}, **SC_ERRORS})
 async def list_parcels(
     request: Request,
     caller: CallerDep,
@@ -64,7 +64,9 @@ async def list_parcels(
 
 
 @router.get(
-    "/{parcel_id}", response_model=None, responses={200: {"model": m.ParcelOutEnvelope}, **ERRORS}
+    "/{parcel_id}",
+    response_model=None,
+    responses={200: {"model": m.ParcelOutEnvelope}, **SC_ERRORS},
 )
 async def get_parcel(request: Request, caller: CallerDep, parcel_id: m.ParcelId) -> dict[str, Any]:
     parcel = await _service(request).get_parcel(caller.account_id, parcel_id)
@@ -89,7 +91,7 @@ async def change_status(
 @router.post(
     "/{parcel_id}/cancel",
     response_model=None,
-    responses={200: {"model": m.ParcelOutEnvelope}, **ERRORS},
+    responses={200: {"model": m.ParcelOutEnvelope}, **SC_ERRORS},
 )
 async def cancel_parcel(
     request: Request, caller: CallerDep, parcel_id: m.ParcelId

@@ -75,6 +75,7 @@ class IntegrationChanges:
     webhook_active: bool | None = None
     webhook_url: str | None = None
     webhook_signature_key: str | None = None
+    service_point_enabled: bool | None = None
     # True when the request cleared the key (an empty string or null)
     clear_signature_key: bool = False
     clear_webhook_url: bool = False
@@ -87,7 +88,23 @@ _FIELDS = {
     "webhook_active",
     "webhook_url",
     "webhook_signature_key",
+    "service_point_enabled",
+    "service_point_carriers",
 }
+# what a read returns and a client may send back unchanged (GET, modify, PUT): ignored
+READ_ONLY = frozenset(
+    {
+        "id",
+        "failing_since",
+        "last_fetch",
+        "last_updated_at",
+        "webhook_signature_key_set",
+        "webhook_signature_key_last4",
+        "public_key",
+        "secret_key",
+        "webhook_secret",
+    }
+)
 
 
 def _str_field(data: dict[str, Any], name: str, max_len: int) -> str | None:
@@ -101,19 +118,21 @@ def _str_field(data: dict[str, Any], name: str, max_len: int) -> str | None:
     return check_text(value, name)
 
 
-def parse_changes(data: Any, *, creating: bool) -> IntegrationChanges:
-    """Validate the body of a create (`creating`) or an update, before any URL policy."""
+def parse_changes(data: Any, *, creating: bool, replacing: bool = False) -> IntegrationChanges:
+    """Validate a create (`creating`), a full update (`replacing`, PUT) or a partial one.
+
+    Updates accept the read-only fields of a read and ignore them; a create refuses them.
+    """
     if not isinstance(data, dict):
         raise InvalidInput("integration must be an object.", field="integration")
-    unknown = sorted(
-        set(data) - _FIELDS - {"id", "webhook_signature_key_set", "webhook_signature_key_last4"}
-    )
+    allowed = _FIELDS if creating else _FIELDS | READ_ONLY
+    unknown = sorted(set(data) - allowed)
     if unknown:
         raise InvalidInput(f"Unknown field {unknown[0]}.", field=unknown[0], code="unknown_field")
     shop_name = _str_field(data, "shop_name", SHOP_NAME_MAX)
     if shop_name is not None and not shop_name.strip():
         raise InvalidInput("shop_name must not be empty.", field="shop_name")
-    if creating and shop_name is None:
+    if (creating or replacing) and shop_name is None:
         raise InvalidInput("shop_name is required.", field="shop_name", code="required")
     shop_url = _str_field(data, "shop_url", 2048)
     if shop_url and _scheme(shop_url) not in ("http", "https"):
@@ -135,6 +154,21 @@ def parse_changes(data: Any, *, creating: bool) -> IntegrationChanges:
     active = data.get("webhook_active")
     if active is not None and not isinstance(active, bool):
         raise InvalidInput("webhook_active must be true or false.", field="webhook_active")
+    service_point = data.get("service_point_enabled")
+    if service_point is not None and not isinstance(service_point, bool):
+        raise InvalidInput(
+            "service_point_enabled must be true or false.", field="service_point_enabled"
+        )
+    carriers = data.get("service_point_carriers")
+    if carriers is not None and (
+        not isinstance(carriers, list)
+        or len(carriers) > 50
+        or not all(isinstance(c, str) and 0 < len(c) <= 50 for c in carriers)
+    ):
+        raise InvalidInput(
+            "service_point_carriers must be a list of carrier codes.",
+            field="service_point_carriers",
+        )
     url = _str_field(data, "webhook_url", 100_000)
     key = _str_field(data, "webhook_signature_key", 10_000)
     if key:
@@ -146,6 +180,7 @@ def parse_changes(data: Any, *, creating: bool) -> IntegrationChanges:
         webhook_active=active,
         webhook_url=url or None,
         webhook_signature_key=key or None,
+        service_point_enabled=service_point,
         clear_signature_key="webhook_signature_key" in data and not key,
         clear_webhook_url="webhook_url" in data and not url,
     )

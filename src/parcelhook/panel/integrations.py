@@ -11,7 +11,7 @@ from starlette.datastructures import FormData
 
 from parcelhook.domain import keys, systems
 from parcelhook.domain.errors import DomainError, NotFound
-from parcelhook.domain.integrations import Integration
+from parcelhook.domain.integrations import Integration, parse_changes
 from parcelhook.panel import log, present
 from parcelhook.panel.web import not_found, panel_of, text_field, wants_json
 from parcelhook.service import TestResult
@@ -136,9 +136,8 @@ async def add_integration(request: Request) -> Response:
     shop_name = text_field(form, "shop_name", 300).strip()
     system = text_field(form, "system", 40)
     try:
-        created = await panel.service.create_integration(
-            account_id, {"shop_name": shop_name, "system": system}
-        )
+        changes = parse_changes({"shop_name": shop_name, "system": system}, creating=True)
+        created = await panel.service.create_integration(account_id, changes)
     except DomainError as exc:
         found = await panel.service.list_integrations(account_id)
         return _list(request, found, 422, problem=exc.message, shop_name=shop_name, system=system)
@@ -163,7 +162,8 @@ async def save(request: Request, integration_id: int) -> Response:
     if text_field(form, "do", 10) == "test":
         return await _test(request, account_id, integration, typed)
     try:
-        await panel.service.update_integration(account_id, integration.id, typed.changes())
+        changes = parse_changes(typed.changes(), creating=False)
+        await panel.service.update_integration(account_id, integration.id, changes)
     except NotFound:
         raise not_found() from None
     except DomainError as exc:
@@ -192,11 +192,10 @@ async def _test(
     request: Request, account_id: int, integration: Integration, typed: Typed
 ) -> Response:
     panel = panel_of(request)
-    data: dict[str, Any] = {"webhook_url": typed.webhook_url}
-    if typed.key:
-        data["webhook_signature_key"] = typed.key
     try:
-        result = await panel.service.test_webhook(account_id, integration.id, {"integration": data})
+        result = await panel.service.test_webhook(
+            account_id, integration.id, url=typed.webhook_url, key=typed.key or None
+        )
     except NotFound:
         raise not_found() from None
     except DomainError as exc:

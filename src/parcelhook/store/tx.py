@@ -190,7 +190,7 @@ class Tx:
             "webhook_secret_enc": box.seal(new_webhook_secret()),
             "last_updated_ms": now_ms,
             "created_ms": now_ms,
-            "service_point_enabled": False,
+            "service_point_enabled": bool(changes.service_point_enabled),
         }
         i = s.integrations
         new_id = (await self.conn.execute(insert(i).values(**values).returning(i.c.id))).scalar()
@@ -245,7 +245,14 @@ class Tx:
     ) -> Integration:
         box = self.box
         values: dict[str, Any] = {"last_updated_ms": max(now_ms, current.last_updated_ms + 1)}
-        for name in ("shop_name", "shop_url", "system", "webhook_active", "webhook_url"):
+        for name in (
+            "shop_name",
+            "shop_url",
+            "system",
+            "webhook_active",
+            "webhook_url",
+            "service_point_enabled",
+        ):
             value = getattr(changes, name)
             if value is not None:
                 values[name] = value
