@@ -293,7 +293,8 @@ async def test_unknown_pages_are_html_404s_and_unknown_api_paths_stay_json(
         assert "<h1>Not found</h1>" in answer.text
     answer = await client.get("/api/v2/nothing-here", headers=html)
     assert answer.status_code == 404
-    assert answer.json()["error"]["code"] == "not_found"
+    # under /api/v2 a Sendcloud client may ask for any of Sendcloud's endpoints: its error body
+    assert answer.json()["error"]["code"] == 404
 
 
 async def test_no_page_shows_a_signature_key_even_after_a_failed_save_or_a_test(
