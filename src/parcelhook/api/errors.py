@@ -25,7 +25,7 @@ _TOO_LARGE = "The request body is larger than 1 MiB."
 
 
 # parcelhook's own endpoints under /api/v2 (everything else there is Sendcloud's)
-_OWN_PREFIXES = ("webhook-events", "webhook-deliveries")
+_OWN_PREFIXES = ("webhook-events", "webhook-deliveries", "tracking-updates")
 _OWN_SUFFIXES = ("/webhook-test", "/rotate-webhook-secret", "/status", "/refund")
 
 
