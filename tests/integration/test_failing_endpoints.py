@@ -86,9 +86,7 @@ async def test_the_account_is_told_then_the_webhook_is_turned_off(
         assert "3 days" in integration.disabled_reason
         assert len(inbox.messages) == 2 and "turned off" in inbox.messages[1]["Subject"]
         # turned on again by its owner: the reason is history
-        r = await acct.call(
-            "PUT", f"/api/v2/integrations/{shop}", {"integration": {"webhook_active": True}}
-        )
+        r = await acct.call("PATCH", f"/api/v2/integrations/{shop}", {"webhook_active": True})
         assert r.status_code == 200, r.text
         again = await h.service.get_integration(acct.account_id, shop)
         assert again.webhook_active and again.disabled_reason is None

@@ -49,10 +49,10 @@ async def new_shop(served: Any, url: str | None = None, name: str = "Webshop") -
     async with served.api() as api:
         answer = await api.post(
             "/api/v2/integrations",
-            json={"integration": {"shop_name": name, "system": "shopify_v2", **settings}},
+            json={"shop_name": name, "system": "shopify_v2", **settings},
         )
     assert answer.status_code == 201, answer.text
-    return int(answer.json()["integration"]["id"])
+    return int(answer.json()["id"])
 
 
 async def new_parcel(served: Any, integration_id: int, **fields: Any) -> int:
