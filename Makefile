@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test test-fast lint bench bench-crash clean browser-deps
+.PHONY: run test test-fast lint bench bench-crash clean dist browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,5 +48,11 @@ bench: $(STAMP)
 bench-crash: $(STAMP)
 	$(BIN)/python -m bench.crash $(or $(KILLS),10)
 
+# wheels and sdists of parcelhook and parcelhook-receiver (the receiver kit alone) in dist/
+dist: $(STAMP)
+	rm -rf dist build
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/python packages/receiver/build.py --outdir dist
+
 clean:
-	rm -rf $(VENV) var test-artifacts node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var test-artifacts node_modules .mypy_cache .ruff_cache .pytest_cache dist build
