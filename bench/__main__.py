@@ -8,6 +8,10 @@ Scenarios (docs/performance.md has the method):
   e  a backlog of 1,000,000 pending deliveries (50,000 with --quick): enqueue rate,
      the worker's peak RSS and drain rate of the first slice
   f  isolation: 20 endpoints, half black-holed, against the healthy half alone
+  g  ingest: `POST /api/v2/parcels/{id}/status` with 32 keep-alive clients on `serve`
+     (SQLite, PostgreSQL, PostgreSQL with --workers 2) against a bare FastAPI app
+  h  end to end: status changes through the API received as webhooks (rate, and latency
+     at 200 calls/s), on SQLite also through /tracking-updates in batches of 500
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import scenarios
+from bench import ingest, scenarios
 from bench.procs import Proc, Receiver
 
-ALL = ("a", "b", "c", "d", "e", "f")
+ALL = ("a", "b", "c", "d", "e", "f", "g", "h")
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,13 @@ class Sizes:
     isolation: int
     isolation_latency_s: float
     isolation_rounds: int
+    parcels: int
+    ingest: int
+    e2e_latency_s: float
 
 
-QUICK = Sizes(4_000, 4_000, 3.0, 50_000, 4_000, 1_500, 2.5, 1)
-FULL = Sizes(20_000, 20_000, 20.0, 1_000_000, 20_000, 10_000, 15.0, 3)
+QUICK = Sizes(4_000, 4_000, 3.0, 50_000, 4_000, 1_500, 2.5, 1, 300, 1_500, 3.0)
+FULL = Sizes(20_000, 20_000, 20.0, 1_000_000, 20_000, 10_000, 15.0, 3, 1_000, 5_000, 10.0)
 BARE_CONCURRENCIES = (16, 32, 64, 128)
 
 
@@ -103,8 +110,19 @@ class Report:
             "backlog_drain_ratio",
             "isolation_throughput_ratio",
             "isolation_p99_ratio",
+            "ingest_ratio_sqlite",
+            "ingest_ratio_pg",
+            "ingest_scale_pg_2",
         ):
             out[key] = v.get(key)
+        for key in ("e2e_ratio_sqlite", "e2e_ratio_pg", "bulk_e2e_sqlite"):
+            out[key] = self.ratio(r[key]) if key in r else None
+        for q in ("p50", "p99"):
+            both = [v[f"e2e_{q}_ms_{e}"] for e in ("sqlite", "pg") if f"e2e_{q}_ms_{e}" in v]
+            # the worse engine: the targets hold for both
+            out[f"e2e_{q}_ms"] = max(both) if both else None
+            for e in ("sqlite", "pg"):
+                out[f"e2e_{q}_ms_{e}"] = v.get(f"e2e_{q}_ms_{e}")
         return {k: _clean(x) for k, x in out.items()}
 
 
@@ -252,6 +270,14 @@ async def run(args: argparse.Namespace) -> Report:
                 "isolation_throughput_ratio": tp_ratio,
                 "isolation_p99_ratio": p99_ratio,
             }
+        if "g" in only:
+            _say("(g) ingest: the bare FastAPI app, then serve on SQLite and PostgreSQL")
+            await ingest_scenarios(report, tmp, sizes)
+            await bare_again()
+        if "h" in only:
+            for engine in ("sqlite", "postgres"):
+                _say(f"(h) end to end on {engine}")
+                await e2e_scenario(report, tmp, receiver, sizes, engine, concurrency)
         await bare_again(last=True)
         if "a" in only:
             runs = ", ".join(f"{r:,.0f}" for r in report.bare_runs[1:])
@@ -275,6 +301,98 @@ async def run(args: argparse.Namespace) -> Report:
         Proc.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+async def ingest_scenarios(report: Report, tmp: Path, sizes: Sizes) -> None:
+    n = sizes.ingest
+    bare_runs = [await ingest.bare_status(n) for _ in range(2)]
+    bare = max(bare_runs, key=lambda x: x.rate)
+    report.row(
+        None,
+        "(g) bare FastAPI app, status-change body, 32 keep-alive clients",
+        _num(bare.rate),
+        "–",
+        "–",
+        "–",
+        "–",
+        f"best of {len(bare_runs)} ({', '.join(f'{x.rate:,.0f}' for x in bare_runs)}/s); "
+        f"CPU µs/request: app {bare.cpu_us:,.0f}",
+    )
+    arms = (
+        ("sqlite", 1, "ingest_ratio_sqlite"),
+        ("postgres", 1, "ingest_ratio_pg"),
+        ("postgres", 2, "ingest_scale_pg_2"),
+    )
+    one_pg = float("nan")
+    for engine, workers, key in arms:
+        created, changed = await ingest.ingest_rate(engine, tmp, sizes.parcels, n, workers)
+        ratio = changed.rate / bare.rate
+        if key == "ingest_scale_pg_2":
+            report.values[key] = changed.rate / one_pg
+            what = f"{changed.rate / one_pg:.2f} × one process"
+        else:
+            report.values[key] = ratio
+            what = f"{ratio:.2f} × the bare FastAPI app"
+        if engine == "postgres" and workers == 1:
+            one_pg = changed.rate
+        name = "SQLite" if engine == "sqlite" else "PostgreSQL"
+        report.row(
+            None,
+            f"(g) `serve --no-dispatcher{' --workers 2' if workers > 1 else ''}`, {name}, "
+            "`POST /api/v2/parcels/{id}/status`",
+            _num(changed.rate),
+            "–",
+            "–",
+            "–",
+            "–",
+            f"{what}; {n:,} calls; CPU µs/request: serve {changed.cpu_us:,.0f} "
+            f"(`POST /api/v2/parcels`: {created.rate:,.0f}/s, {created.cpu_us:,.0f} µs)",
+        )
+
+
+async def e2e_scenario(
+    report: Report, tmp: Path, receiver: Receiver, sizes: Sizes, engine: str, concurrency: int
+) -> None:
+    short = "sqlite" if engine == "sqlite" else "pg"
+    r = await ingest.end_to_end(
+        engine,
+        tmp,
+        receiver,
+        sizes.parcels,
+        sizes.ingest,
+        sizes.e2e_latency_s,
+        concurrency,
+        bulk=engine == "sqlite",
+    )
+    report.rates[f"e2e_ratio_{short}"] = r.rate
+    report.values |= {f"e2e_p50_ms_{short}": r.pct(50), f"e2e_p99_ms_{short}": r.pct(99)}
+    shape = "`serve`" if engine == "sqlite" else "`serve --no-dispatcher` + 1 `worker`"
+    name = "SQLite" if engine == "sqlite" else "PostgreSQL"
+    parts = " · ".join(f"{role} {us:,.0f}" for role, us in r.cpu_us.items())
+    lost = f"; {r.lost} of the latency run's calls not received" if r.lost else ""
+    report.row(
+        r.rate,
+        f"(h) end to end, {name}, {shape}: API call → webhook received",
+        _num(r.rate),
+        "×",
+        _num(r.pct(50), 1),
+        _num(r.pct(99), 1),
+        "–",
+        f"{sizes.ingest:,} status changes, 32 clients; p50/p99 at {ingest.LATENCY_RATE:.0f} "
+        f"calls/s from call start; CPU µs/event: {parts}{lost}",
+    )
+    if r.bulk_rate is not None:
+        report.rates["bulk_e2e_sqlite"] = r.bulk_rate
+        report.row(
+            r.bulk_rate,
+            f"(h) end to end, {name}, `/tracking-updates` in batches of {ingest.BULK}",
+            _num(r.bulk_rate),
+            "×",
+            "–",
+            "–",
+            "–",
+            f"the same {sizes.ingest:,} changes, 2 clients",
+        )
 
 
 def _cpu(tp: scenarios.Throughput) -> str:

@@ -30,7 +30,7 @@ import aiohttp
 import asyncpg
 
 from bench import fixtures
-from bench.procs import PARCELHOOK, ROOT, Proc, proc_cpu_seconds
+from bench.procs import PARCELHOOK, ROOT, CpuMeter, Proc, Receiver, Worker, proc_cpu_seconds
 
 CLIENTS = 32
 # a realistic walk of statuses; consecutive ones differ, so every call is a real change
@@ -107,7 +107,7 @@ class Server:
         )
         self.proc = Proc(popen, "serve")
 
-    async def ready(self, within: float = 30.0) -> None:
+    async def ready(self, within: float = 90.0) -> None:
         deadline = time.monotonic() + within
         async with aiohttp.ClientSession() as s:
             while True:
@@ -303,6 +303,163 @@ async def carrier_stamps(database_url: str, since_ms: int) -> dict[str, int]:
         if isinstance(stamp, int):
             out[event_id] = stamp
     return out
+
+
+# -- the benchmark's ingest scenarios (python -m bench, g and h) ---------------------------
+
+
+async def ingest_rate(
+    engine: str, tmp: Path, parcels: int, n: int, workers: int = 1
+) -> tuple[Load, Load]:
+    """`serve --no-dispatcher` on a fresh database: (parcel creations, status changes)."""
+    async with fixtures.database(engine, tmp) as url:
+        t = await tenant(url, "http://127.0.0.1:9/hook")
+        server = Server(url, workers=workers)
+        try:
+            await server.ready()
+            created = await create_parcels(server, t, parcels)
+            # one round to warm up (every process compiles and caches), then the measured one
+            warm = min(n, len(t.parcel_ids))
+            await hammer(server, status_calls(t, warm), t.auth)
+            rounds = -(-warm // len(t.parcel_ids))
+            changed = await hammer(server, status_calls(t, n, first_round=rounds), t.auth)
+            return created, changed
+        finally:
+            server.stop()
+
+
+@dataclass
+class EndToEnd:
+    rate: float  # webhooks received per second, first call to last receipt
+    cpu_us: dict[str, float]
+    latencies_ms: list[float]
+    lost: int
+    bulk_rate: float | None = None
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def end_to_end(
+    engine: str,
+    tmp: Path,
+    receiver: Receiver,
+    parcels: int,
+    n: int,
+    latency_s: float,
+    concurrency: int,
+    bulk: bool = False,
+) -> EndToEnd:
+    """Status changes through the API, received as webhooks: throughput, then latency at
+    LATENCY_RATE calls per second (call start → receipt), then (with `bulk`) the same
+    changes through `/tracking-updates` in batches of BULK.
+
+    SQLite: one `serve` with its dispatcher; PostgreSQL: `serve --no-dispatcher` and one
+    `parcelhook worker`, as the issue's first measurements were made.
+    """
+    async with fixtures.database(engine, tmp) as url:
+        t = await tenant(url, receiver.url())
+        in_process = engine == "sqlite"
+        server = Server(url, dispatcher=in_process, concurrency=concurrency)
+        worker = None
+        try:
+            await server.ready()
+            if not in_process:
+                worker = Worker(url, fixtures.MASTER_KEY, concurrency=concurrency)
+            await create_parcels(server, t, parcels)
+            await receiver.wait_for(parcels, 120.0, "webhooks of the new parcels")
+            await receiver.reset()
+            roles = {"serve": server.pids(), "receiver": [receiver.proc.pid]}
+            if worker is not None:
+                roles["worker"] = [worker.pid]
+            meter = CpuMeter(roles)
+            meter.start()
+            started = time.time()
+            await hammer(server, status_calls(t, n), t.auth)
+            got = await receiver.wait_for(n, 120.0, "end-to-end webhooks")
+            cpu = meter.per_delivery_us(got)
+            last = max((await receiver.receipts()).values(), default=started)
+            rate = got / (last - started) if last > started else 0.0
+            rounds = -(-n // len(t.parcel_ids))
+            await receiver.reset()
+            since_ms = int(time.time() * 1000) - 1
+            calls = await paced(server, t, LATENCY_RATE, latency_s, rounds)
+            await receiver.wait_for(len(calls), 30.0, "latency run")
+            received = await receiver.receipts()
+            stamps = await carrier_stamps(url, since_ms)
+            latencies = [
+                (received[wid] - calls[k]) * 1000
+                for wid, k in stamps.items()
+                if wid in received and k in calls
+            ]
+            result = EndToEnd(rate, cpu, latencies, len(calls) - len(latencies))
+            if bulk:
+                rounds += -(-len(calls) // len(t.parcel_ids))
+                await receiver.reset()
+                started = time.time()
+                await hammer(server, bulk_calls(t, n, rounds), t.auth, clients=2)
+                got = await receiver.wait_for(n, 120.0, "bulk end-to-end webhooks")
+                last = max((await receiver.receipts()).values(), default=started)
+                result.bulk_rate = got / (last - started) if last > started else 0.0
+            return result
+        finally:
+            if worker is not None:
+                worker.stop()
+            server.stop()
+
+
+BULK = 500
+LATENCY_RATE = 200.0
+
+
+def bulk_calls(t: Tenant, n: int, first_round: int) -> Iterator[tuple[str, bytes]]:
+    """The same changes as `status_calls`, BULK to a `POST /api/v2/tracking-updates`."""
+    items = []
+    for path, body in status_calls(t, n, first_round):
+        item = json.loads(body)
+        item["parcel_id"] = int(path.split("/")[4])
+        items.append(item)
+        if len(items) == BULK:
+            yield "/api/v2/tracking-updates", json.dumps({"tracking_updates": items}).encode()
+            items = []
+    if items:
+        yield "/api/v2/tracking-updates", json.dumps({"tracking_updates": items}).encode()
+
+
+async def paced(
+    server: Server, t: Tenant, rate: float, seconds: float, first_round: int
+) -> dict[int, float]:
+    """Status changes at a fixed schedule of `rate` per second; call k's start time by k.
+
+    Calls are not awaited one by one, so a slow answer does not lower the offered load.
+    """
+    n = round(rate * seconds)
+    starts: dict[int, float] = {}
+    calls = list(status_calls(t, n, first_round))
+    connector = aiohttp.TCPConnector(limit=64)
+    headers = {"content-type": "application/json", "authorization": t.auth}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def call(k: int) -> None:
+            path, body = calls[k]
+            starts[k] = time.time()
+            async with session.post(server.base + path, data=body) as r:
+                await r.read()
+                if r.status >= 300:
+                    starts.pop(k, None)
+
+        tasks = []
+        begin = time.monotonic()
+        for k in range(n):
+            delay = begin + k / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(call(k)))
+        await asyncio.gather(*tasks)
+    return starts
 
 
 async def _main(args: argparse.Namespace) -> None:

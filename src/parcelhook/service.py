@@ -267,10 +267,13 @@ class Service:
                         "integration_id names no integration of this account.",
                         field="integration_id",
                     ) from None
+            else:
+                # routed as it is in this transaction: the caller's copy is from before it
+                owner = await tx.integration_by_id(acting.id) or acting
             parcel = await tx.create_parcel(
                 account_id, owner.id, new, now, ParcelStatus.READY_TO_SEND
             )
-            await self._emit_parcel(tx, parcel, now)
+            await self._emit_parcel(tx, parcel, now, owner)
         return parcel
 
     async def get_parcel(self, account_id: int, parcel_id: int) -> Parcel:
@@ -288,12 +291,17 @@ class Service:
     ) -> Parcel:
         tracking.check_status(status_id, carrier_ms)
         async with self.store.transaction() as tx:
-            # locked, so the same change made twice at once emits one event
-            parcel = await tx.parcel(account_id, parcel_id, lock=True)
-            if parcel.status_id == status_id:
-                return parcel  # no change, no event
-            now = self.clock.now_ms()  # inside the lock: events follow commit order
-            return await self._set_status(tx, parcel, status_id, now, carrier_ms)
+            # one statement that locks the row and changes it only if the status differs, so
+            # the same change made twice at once emits one event; the stored change time
+            # (strictly after the previous one) stamps the event
+            now = self.clock.now_ms()
+            parcel = await tx.change_parcel_status(
+                account_id, parcel_id, status_id, now, carrier_ms
+            )
+            if parcel is None:
+                return await tx.parcel(account_id, parcel_id)  # unchanged, or NotFound
+            await self._emit_parcel(tx, parcel, parcel.updated_ms)
+            return parcel
 
     async def track_many(
         self, account_id: int, items: Sequence[Any]
@@ -403,8 +411,12 @@ class Service:
         await self._emit_parcel(tx, parcel, parcel.updated_ms)
         return parcel
 
-    async def _emit_parcel(self, tx: Tx, parcel: Parcel, now: int) -> None:
-        owner = await tx.integration_by_id(parcel.integration_id)
+    async def _emit_parcel(
+        self, tx: Tx, parcel: Parcel, now: int, owner: Integration | None = None
+    ) -> None:
+        """Queue `parcel_status_changed`; `owner`, when given, was read in this transaction."""
+        if owner is None:
+            owner = await tx.integration_by_id(parcel.integration_id)
         event = ev.make_event(parcel.account_id, ev.parcel_status_changed(parcel, now))
         await tx.enqueue(event, ev.recipients(systems.PARCEL_STATUS_CHANGED, owner), now)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from parcelhook.api import models as m
 from parcelhook.api.integrations import ERRORS, SC_ERRORS, CallerDep, _service
@@ -23,10 +24,11 @@ router = APIRouter(prefix="/api/v2/parcels", tags=["parcels"])
 )
 async def create_parcel(
     request: Request, caller: CallerDep, body: m.ParcelEnvelope
-) -> dict[str, Any]:
+) -> JSONResponse:
     data = body.parcel.model_dump(exclude_none=True)
     parcel = await _service(request).create_parcel(caller.account_id, caller.integration, data)
-    return {"parcel": ev.parcel_object(parcel)}
+    # JSON-native already: FastAPI's jsonable_encoder walk of it cost ~10 % of the call
+    return JSONResponse({"parcel": ev.parcel_object(parcel)}, status_code=201)
 
 
 @router.get("", response_model=None, responses={200: {"model": m.ParcelList}, **SC_ERRORS})
@@ -80,12 +82,12 @@ async def get_parcel(request: Request, caller: CallerDep, parcel_id: m.ParcelId)
 )
 async def change_status(
     request: Request, caller: CallerDep, parcel_id: m.ParcelId, body: m.StatusIn
-) -> dict[str, Any]:
+) -> JSONResponse:
     """A carrier tracking update; a real change sends `parcel_status_changed`."""
     parcel = await _service(request).change_status(
         caller.account_id, parcel_id, body.status_id, body.carrier_status_change_timestamp
     )
-    return {"parcel": ev.parcel_object(parcel)}
+    return JSONResponse({"parcel": ev.parcel_object(parcel)})
 
 
 @router.post(

@@ -32,6 +32,10 @@ def fernet(key: bytes, where: str) -> Fernet:
         ) from None
 
 
+# decrypted tokens kept per box (a few per integration)
+_OPENED_MAX = 4096
+
+
 class SecretBox:
     """Encrypts secrets before they reach the database and decrypts them on the way out.
 
@@ -50,6 +54,10 @@ class SecretBox:
         self._fernet = MultiFernet([fernet(k, where) for k in self.keys]) if self.keys else None
         self._reload = reload
         self._reloaded = 0.0
+        # decrypting is ~15 µs and every API call read 3–6 secrets (docs/performance.md); a
+        # token is never reused for another secret (each seal has a fresh IV), so a token's
+        # plaintext can be kept: a changed secret arrives as a new token
+        self._opened: dict[str, str] = {}
 
     @classmethod
     def locked(cls) -> SecretBox:
@@ -69,13 +77,20 @@ class SecretBox:
         return self._box().encrypt(secret.encode("utf-8")).decode("ascii")
 
     def open(self, token: str) -> str:
+        secret = self._opened.get(token)
+        if secret is not None:
+            return secret
         try:
-            return self._box().decrypt(token.encode("ascii")).decode("utf-8")
+            secret = self._box().decrypt(token.encode("ascii")).decode("utf-8")
         except InvalidToken:
             if self._try_reload():
                 return self.open(token)
             # never echo the token: it is the secret's ciphertext
             raise RuntimeError("a stored secret does not decrypt with this master key") from None
+        if len(self._opened) >= _OPENED_MAX:
+            self._opened.clear()
+        self._opened[token] = secret
+        return secret
 
     def opens(self, token: str) -> bool:
         try:
@@ -97,6 +112,7 @@ class SecretBox:
             return False
         self.keys = keys
         self._fernet = MultiFernet([fernet(k, self._where) for k in keys])
+        self._opened.clear()  # a retired key opens nothing any more
         return True
 
     def __repr__(self) -> str:

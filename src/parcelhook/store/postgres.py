@@ -211,6 +211,11 @@ class PostgresQueue:
     async def write_turn(self) -> AsyncIterator[None]:
         yield  # PostgreSQL has many writers
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Tx]:
+        async with self._engine.connect() as conn:
+            yield Tx(conn, self._box)
+
     def listen(self, wake: Callable[[], None]) -> None:
         if self._listener is None:
             url = self._engine.url.render_as_string(hide_password=False)

@@ -73,6 +73,10 @@ class EngineQueue(DeliveryQueue, Protocol):
         """This process's turn to write outside `transaction` (SQLite has one writer)."""
         ...
 
+    def reading(self) -> AbstractAsyncContextManager[Tx]:
+        """A connection for reads; each statement sees the latest commit."""
+        ...
+
     def listen(self, wake: Callable[[], None]) -> None:
         """Call `wake` whenever another process commits deliveries (until `close`)."""
         ...

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from parcelhook.domain.deliveries import Claimed
 from parcelhook.domain.integrations import Integration
 from parcelhook.domain.outcome import Outcome, health_changes
-from parcelhook.store import queue
+from parcelhook.store import queue, sqlite_loop
 from parcelhook.store.crypto import SecretBox
 from parcelhook.store.engine import SQLITE_PRAGMAS as PRAGMAS
 from parcelhook.store.tx import Tx
@@ -125,6 +125,8 @@ class SqliteQueue:
         # the dispatcher's own connection, opened on first use
         self._hot: aiosqlite.Connection | None = None
         self._hot_opening = asyncio.Lock()
+        # the API's transactions and reads, on the loop's own thread (sqlite_loop.py)
+        self._loop = sqlite_loop.loop_engine(engine.url, PRAGMAS)
 
     async def _conn(self) -> aiosqlite.Connection:
         """The dispatcher's connection: the one place this queue obtains it."""
@@ -150,15 +152,35 @@ class SqliteQueue:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._write_lock, self._engine.connect() as conn:
-            # IMMEDIATE takes the write lock up front, so no transaction fails halfway
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
+        if self._loop is None:  # an in-memory database: aiosqlite's one connection
+            async with self._write_lock, self._engine.connect() as conn:
+                # IMMEDIATE takes the write lock up front, so no transaction fails halfway
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield Tx(conn, self._box)
+                except BaseException:
+                    await conn.exec_driver_sql("ROLLBACK")
+                    raise
+                await conn.exec_driver_sql("COMMIT")
+            return
+        async with self._write_lock:
+            with self._loop.connect() as sync:
+                await sqlite_loop.begin_immediate(sync)
+                try:
+                    yield Tx(sqlite_loop.LoopConnection(sync).as_async(), self._box)
+                except BaseException:
+                    sync.exec_driver_sql("ROLLBACK")
+                    raise
+                sync.exec_driver_sql("COMMIT")
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Tx]:
+        if self._loop is None:
+            async with self._engine.connect() as conn:
                 yield Tx(conn, self._box)
-            except BaseException:
-                await conn.exec_driver_sql("ROLLBACK")
-                raise
-            await conn.exec_driver_sql("COMMIT")
+            return
+        with self._loop.connect() as sync:
+            yield Tx(sqlite_loop.LoopConnection(sync).as_async(), self._box)
 
     @asynccontextmanager
     async def write_turn(self) -> AsyncIterator[None]:
@@ -169,6 +191,8 @@ class SqliteQueue:
         pass  # other processes on SQLite are noticed by polling
 
     async def close(self) -> None:
+        if self._loop is not None:
+            self._loop.dispose()
         hot, self._hot = self._hot, None
         if hot is not None:
             await hot.close()

@@ -74,8 +74,8 @@ class Store:
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Tx]:
         """A connection for reads; on SQLite each statement sees the latest commit."""
-        async with self.engine.connect() as conn:
-            yield Tx(conn, self.box)
+        async with self._queue.reading() as tx:
+            yield tx
 
     async def ping(self) -> None:
         """Raises when the database cannot be reached."""

@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -115,6 +115,42 @@ def _delivery_from_row(
     )
 
 
+# The API's hot statements, built once: building a statement anew (select(), where(),
+# coercing every comparison) cost more than SQLite running it (docs/performance.md)
+_p, _i = s.parcels, s.integrations
+_PARCEL = select(_p).where(_p.c.id == bindparam("pid"), _p.c.account_id == bindparam("aid"))
+_PARCEL_FOR_UPDATE = _PARCEL.with_for_update()
+_CHANGE_STATUS = (
+    update(_p)
+    .where(
+        _p.c.id == bindparam("pid"),
+        _p.c.account_id == bindparam("aid"),
+        _p.c.status_id != bindparam("sid"),
+    )
+    .values(
+        status_id=bindparam("sid"),
+        carrier_status_change_ms=bindparam("cms"),
+        updated_ms=case(
+            (_p.c.updated_ms >= bindparam("now"), _p.c.updated_ms + 1), else_=bindparam("now")
+        ),
+    )
+    .returning(*_p.c)
+)
+_INSERT_PARCEL = insert(_p).returning(_p.c.id)
+_SET_TRACKING = (
+    update(_p).where(_p.c.id == bindparam("pid")).values(tracking_number=bindparam("tn"))
+)
+_INTEGRATION = select(_i).where(
+    _i.c.id == bindparam("iid"), _i.c.account_id == bindparam("aid"), _i.c.deleted_ms.is_(None)
+)
+_INTEGRATION_BY_ID = select(_i).where(_i.c.id == bindparam("iid"))
+_INTEGRATION_BY_KEY = select(_i).where(
+    _i.c.public_key == bindparam("pk"), _i.c.deleted_ms.is_(None)
+)
+_INSERT_EVENT = insert(s.events)
+_INSERT_DELIVERY = insert(s.deliveries)
+
+
 class Tx:
     """Domain operations on one connection; inside `Store.transaction()` they commit together."""
 
@@ -198,16 +234,8 @@ class Tx:
 
     async def integration(self, account_id: int, integration_id: int) -> Integration:
         """The account's live integration, or NotFound (also for another account's id)."""
-        i = s.integrations
-        row = (
-            await self.conn.execute(
-                select(i).where(
-                    i.c.id == integration_id,
-                    i.c.account_id == account_id,
-                    i.c.deleted_ms.is_(None),
-                )
-            )
-        ).first()
+        params = {"iid": integration_id, "aid": account_id}
+        row = (await self.conn.execute(_INTEGRATION, params)).first()
         if row is None:
             raise NotFound("No such integration.", field="id")
         return integration_from_row(row, self.box)
@@ -227,17 +255,11 @@ class Tx:
 
     async def integration_by_id(self, integration_id: int) -> Integration | None:
         """Any integration, deleted or not: for routing, never for answering a tenant."""
-        i = s.integrations
-        row = (await self.conn.execute(select(i).where(i.c.id == integration_id))).first()
+        row = (await self.conn.execute(_INTEGRATION_BY_ID, {"iid": integration_id})).first()
         return integration_from_row(row, self.box) if row else None
 
     async def integration_by_public_key(self, public_key: str) -> Integration | None:
-        i = s.integrations
-        row = (
-            await self.conn.execute(
-                select(i).where(i.c.public_key == public_key, i.c.deleted_ms.is_(None))
-            )
-        ).first()
+        row = (await self.conn.execute(_INTEGRATION_BY_KEY, {"pk": public_key})).first()
         return integration_from_row(row, self.box) if row else None
 
     async def update_integration(
@@ -305,8 +327,7 @@ class Tx:
     async def create_parcel(
         self, account_id: int, integration_id: int, new: NewParcel, now_ms: int, status_id: int
     ) -> Parcel:
-        p = s.parcels
-        values = {
+        values: dict[str, Any] = {
             "account_id": account_id,
             "integration_id": integration_id,
             "name": new.name,
@@ -329,22 +350,17 @@ class Tx:
             "created_ms": now_ms,
             "updated_ms": now_ms,
         }
-        new_id = int(
-            (await self.conn.execute(insert(p).values(**values).returning(p.c.id))).scalar_one()
-        )
-        await self.conn.execute(
-            update(p).where(p.c.id == new_id).values(tracking_number=tracking_number(new_id))
-        )
-        return await self.parcel(account_id, new_id)
+        new_id = int((await self.conn.execute(_INSERT_PARCEL, values)).scalar_one())
+        values["tracking_number"] = tracking_number(new_id)
+        await self.conn.execute(_SET_TRACKING, {"pid": new_id, "tn": values["tracking_number"]})
+        # built from what was written: the row holds nothing else
+        return Parcel(id=new_id, carrier_status_change_ms=None, **values)
 
     async def parcel(self, account_id: int, parcel_id: int, *, lock: bool = False) -> Parcel:
         """The account's parcel; `lock` holds its row until the transaction ends (PostgreSQL:
         FOR UPDATE; SQLite's transactions hold the database's write turn already)."""
-        p = s.parcels
-        q = select(p).where(p.c.id == parcel_id, p.c.account_id == account_id)
-        if lock and not self._sqlite:
-            q = q.with_for_update()
-        row = (await self.conn.execute(q)).first()
+        q = _PARCEL_FOR_UPDATE if lock and not self._sqlite else _PARCEL
+        row = (await self.conn.execute(q, {"pid": parcel_id, "aid": account_id})).first()
         if row is None:
             raise NotFound("No such parcel.", field="id")
         return _parcel_from_row(row)
@@ -364,6 +380,23 @@ class Tx:
             .limit(limit)
         )
         return [_parcel_from_row(r) for r in await self.conn.execute(q)]
+
+    async def change_parcel_status(
+        self, account_id: int, parcel_id: int, status_id: int, now_ms: int, carrier_ms: int | None
+    ) -> Parcel | None:
+        """Give the account's parcel `status_id` unless it has it already: one statement,
+        which locks the row (PostgreSQL re-checks a row another writer changed meanwhile).
+        The change time is strictly after the previous one, so a parcel's events carry
+        strictly increasing timestamps. None when nothing changed (or no such parcel)."""
+        params = {
+            "pid": parcel_id,
+            "aid": account_id,
+            "sid": status_id,
+            "now": now_ms,
+            "cms": carrier_ms,
+        }
+        row = (await self.conn.execute(_CHANGE_STATUS, params)).first()
+        return _parcel_from_row(row) if row is not None else None
 
     async def set_parcel_status(
         self, parcel: Parcel, status_id: int, now_ms: int, carrier_ms: int | None
@@ -486,9 +519,9 @@ class Tx:
             for i in recipients
         ]
         if event_rows:
-            await self.conn.execute(insert(s.events), event_rows)
+            await self.conn.execute(_INSERT_EVENT, event_rows)
         if delivery_rows:
-            await self.conn.execute(insert(s.deliveries), delivery_rows)
+            await self.conn.execute(_INSERT_DELIVERY, delivery_rows)
             self.queued = True
 
     # -- the webhook log --------------------------------------------------------------
