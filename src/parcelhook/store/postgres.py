@@ -214,6 +214,10 @@ class PostgresQueue:
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Tx]:
         async with self._engine.connect() as conn:
+            # each statement on its own, as on SQLite: without this SQLAlchemy wraps the
+            # reads in BEGIN … ROLLBACK, two more round trips (an API call's authentication
+            # took three)
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield Tx(conn, self._box)
 
     def listen(self, wake: Callable[[], None]) -> None:
