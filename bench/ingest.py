@@ -31,6 +31,7 @@ import asyncpg
 
 from bench import fixtures
 from bench.procs import PARCELHOOK, ROOT, CpuMeter, Proc, Receiver, Worker, proc_cpu_seconds
+from parcelhook.domain.integrations import parse_changes
 
 CLIENTS = 32
 # a realistic walk of statuses; consecutive ones differ, so every call is a real change
@@ -158,12 +159,15 @@ async def tenant(database_url: str, hook_url: str) -> Tenant:
         )
         shop = await rt.service.create_integration(
             created.account_id,
-            {
-                "shop_name": "Ingest shop",
-                "system": "shopify",
-                "webhook_active": True,
-                "webhook_url": hook_url,
-            },
+            parse_changes(
+                {
+                    "shop_name": "Ingest shop",
+                    "system": "shopify",
+                    "webhook_active": True,
+                    "webhook_url": hook_url,
+                },
+                creating=True,
+            ),
         )
     api = created.integration
     token = base64.b64encode(f"{api.public_key}:{api.secret_key}".encode()).decode()
