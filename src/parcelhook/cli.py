@@ -39,7 +39,13 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except (SettingsError, MasterKeyError) as exc:
         raise click.ClickException(str(exc)) from None
     except (OSError, ConnectionError) as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc.strerror or exc}") from None
+        words = f"{type(exc).__name__}: {exc.strerror or exc}"
+        if exc.filename:
+            words += f": {exc.filename}"
+        elif isinstance(exc, ConnectionError | socket.gaierror | TimeoutError):
+            # at start the network's only peer is the database
+            words += " (is the database at --database-url / PARCELHOOK_DATABASE_URL reachable?)"
+        raise click.ClickException(words) from None
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
