@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from parcelhook import tracing
@@ -19,6 +20,7 @@ from parcelhook.domain.retry import AttemptResult, Verdict
 from parcelhook.metrics import Metrics
 
 log = logging.getLogger("parcelhook.delivery")
+_NO_SPAN: AbstractContextManager[Any] = contextlib.nullcontext()
 
 
 def outcome_label(verdict: Verdict, result: AttemptResult | None) -> str:
@@ -27,20 +29,18 @@ def outcome_label(verdict: Verdict, result: AttemptResult | None) -> str:
 
 class DeliveryObserver:
     def __init__(self, metrics: Metrics | None = None, tracer: Any | None = None) -> None:
-        self.metrics = metrics
+        self.stats = metrics.dispatch if metrics is not None else None
         self.tracer = tracer
-        if metrics is not None:
-            self._counts = {
-                label: metrics.deliveries.labels(label)
-                for label in ("delivered", "retry", "failed", "gone", "skipped")
-            }
 
-    @contextlib.contextmanager
-    def attempt_span(self, c: Claimed) -> Iterator[Any]:
+    def attempt_span(self, c: Claimed) -> AbstractContextManager[Any]:
         """The span of one attempt, around the send (None when tracing is off)."""
         if self.tracer is None:
-            yield None
-            return
+            return _NO_SPAN
+        return self._span(c)
+
+    @contextlib.contextmanager
+    def _span(self, c: Claimed) -> Iterator[Any]:
+        assert self.tracer is not None
         with self.tracer.start_as_current_span(
             "webhook attempt", kind=tracing.client_kind()
         ) as span:
@@ -59,13 +59,14 @@ class DeliveryObserver:
         span: Any | None = None,
     ) -> None:
         label = outcome_label(verdict, result)
-        if self.metrics is not None:
-            self._counts[label].inc()
+        stats = self.stats
+        if stats is not None:
+            stats.attempts[label] += 1
             if result is not None:
-                self.metrics.attempt_seconds.observe(result.duration_ms / 1000)
+                stats.attempt_seconds.observe(result.duration_ms / 1000)
             if verdict is Verdict.DELIVERED:
                 latency = now_ms - event_time_ms(c.event_id)
-                self.metrics.latency_seconds.observe(max(latency, 0) / 1000)
+                stats.latency_seconds.observe(max(latency, 0) / 1000)
         if span is not None:
             span.set_attribute("parcelhook.outcome", label)
             if result is not None:
@@ -93,10 +94,10 @@ class DeliveryObserver:
             )
 
     def claimed(self, seconds: float, count: int) -> None:
-        if self.metrics is not None:
-            self.metrics.claim_seconds.observe(seconds)
-            self.metrics.claimed.inc(count)
+        if self.stats is not None:
+            self.stats.claim_seconds.observe(seconds)
+            self.stats.claimed += count
 
     def wrote(self, seconds: float) -> None:
-        if self.metrics is not None:
-            self.metrics.write_seconds.observe(seconds)
+        if self.stats is not None:
+            self.stats.write_seconds.observe(seconds)

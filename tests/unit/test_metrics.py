@@ -1,0 +1,33 @@
+"""The dispatcher's cheap histograms expose what prometheus_client's would."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from parcelhook.domain.events import event_time_ms, new_event_id
+from parcelhook.metrics import LocalHistogram
+
+
+def test_a_local_histogram_matches_prometheus_clients() -> None:
+    bounds = (0.005, 0.01, 0.1, 1.0)
+    values = [0.0, 0.005, 0.0051, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 30.0]
+    registry = CollectorRegistry()
+    reference = Histogram("h", "h", buckets=bounds, registry=registry)
+    local = LocalHistogram(bounds)
+    for v in values:
+        reference.observe(v)
+        local.observe(v)
+    ours = [(x.name, sorted(x.labels.items()), x.value) for x in local.family("h", "h").samples]
+    theirs = [
+        (x.name, sorted(x.labels.items()), x.value)
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for x in family.samples
+        if x.name in ("h_bucket", "h_count", "h_sum")
+    ]
+    assert sorted(ours) == sorted(theirs)
+
+
+def test_an_event_ids_time_reads_back() -> None:
+    for ms in (0, 1, 1_780_000_000_123, 2**48 - 1):
+        assert event_time_ms(new_event_id(ms)) == ms
