@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -13,7 +12,7 @@ from parcelhook import __version__
 from parcelhook.api import integrations, parcels, tracking, webhooks
 from parcelhook.api.errors import BodyLimit, install_error_handlers
 from parcelhook.metrics import RequestMetrics
-from parcelhook.ops_http import health, metrics_response
+from parcelhook.ops_http import health_response, metrics_response
 from parcelhook.panel import install_panel
 from parcelhook.runtime import Runtime
 
@@ -45,8 +44,9 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, Any]:
-        return await health(runtime)
+    async def healthz() -> Response:
+        """200 when the database answers and every loop turns; else 503, saying which not."""
+        return await health_response(runtime)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import pickle
+import signal
 
 from fastapi import FastAPI
 
@@ -33,4 +34,7 @@ def app_from_environment() -> FastAPI:
     # written by this process's parent (hand_down), never read from anywhere else
     settings, log_level = pickle.loads(base64.b64decode(os.environ[SETTINGS_ENV]))
     configure(log_level, settings.log_format)
-    return create_app(Runtime(settings))
+    runtime = Runtime(settings)
+    # a loop that ended is a bug: end this worker process; uvicorn starts a new one
+    runtime.on_fatal = lambda _name: os.kill(os.getpid(), signal.SIGTERM)
+    return create_app(runtime)

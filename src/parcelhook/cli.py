@@ -236,8 +236,12 @@ def serve(demo: bool, **flags: Any) -> None:
         )
         server = uvicorn.Server(config)
         host, port = sock.getsockname()[:2]
+        # a loop that ended is a bug: stop serving and exit non-zero, so that the process
+        # supervisor (systemd, Docker, Kubernetes) starts a whole parcelhook again
+        runtime.on_fatal = lambda _name: setattr(server, "should_exit", True)
         click.echo(f"parcelhook {__version__} serving on http://{host}:{port}")
         await server.serve(sockets=[sock])
+        _exit_if_fatal(runtime.health.fatal)
 
     _run(go)
 
@@ -327,6 +331,7 @@ def worker(**flags: Any) -> None:
 
         runtime = Runtime(settings)
         stop = asyncio.Event()
+        runtime.on_fatal = lambda _name: stop.set()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -347,8 +352,16 @@ def worker(**flags: Any) -> None:
             if server is not None:
                 await server.stop()
             await runtime.stop()
+        _exit_if_fatal(runtime.health.fatal)
 
     _run(go)
+
+
+def _exit_if_fatal(loop_name: str | None) -> None:
+    if loop_name is not None:
+        raise click.ClickException(
+            f"the {loop_name} loop ended; exiting so that a supervisor restarts parcelhook"
+        )
 
 
 @main.command()

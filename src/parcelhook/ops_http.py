@@ -16,10 +16,34 @@ from parcelhook import __version__
 from parcelhook.metrics import CONTENT_TYPE_LATEST
 from parcelhook.runtime import Runtime
 
+# how long /healthz waits for the database to answer
+HEALTH_PING_S = 5.0
+
 
 async def health(runtime: Runtime) -> dict[str, Any]:
-    await runtime.store.ping()
-    return {"status": "ok", "version": __version__, "dispatcher": runtime.dispatcher is not None}
+    """Whether the database answers and every loop of the process turns, and each loop's
+    last good turn (`status` is "ok" or "unhealthy")."""
+    database = "ok"
+    try:
+        async with asyncio.timeout(HEALTH_PING_S):
+            await runtime.store.ping()
+    except Exception as exc:
+        database = f"unreachable: {type(exc).__name__}"
+    healthy = database == "ok" and runtime.health.healthy
+    return {
+        "status": "ok" if healthy else "unhealthy",
+        "version": __version__,
+        "dispatcher": runtime.dispatcher is not None,
+        "database": database,
+        "loops": runtime.health.report(),
+        "fatal": runtime.health.fatal,
+    }
+
+
+async def health_response(runtime: Runtime) -> Response:
+    """/healthz: 200 when healthy, else 503 with what is wrong."""
+    body = await health(runtime)
+    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 
 async def metrics_response(runtime: Runtime, request: Request) -> Response:
@@ -39,7 +63,7 @@ async def metrics_response(runtime: Runtime, request: Request) -> Response:
 
 def ops_app(runtime: Runtime) -> Starlette:
     async def healthz(_request: Request) -> Response:
-        return JSONResponse(await health(runtime))
+        return await health_response(runtime)
 
     async def metrics(request: Request) -> Response:
         return await metrics_response(runtime, request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp.abc import AbstractResolver
@@ -21,10 +22,13 @@ from parcelhook.domain.clock import Clock, SystemClock
 from parcelhook.metrics import Metrics
 from parcelhook.service import Service
 from parcelhook.store import Store, masterkey
+from parcelhook.supervision import Backoff, Health, watch
 
 log = logging.getLogger("parcelhook")
 # how often dispatching processes look for failing endpoints to report or turn off
 FAILING_CHECK_S = 60.0
+# the pruner's pause when there is nothing to prune
+PRUNE_IDLE_S = 60.0
 
 
 class Runtime:
@@ -81,6 +85,11 @@ class Runtime:
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # every long-running loop's last good turn, for /healthz
+        self.health = Health(self.clock.now_ms)
+        # called with a loop's name when one ends while the process runs (a bug): the
+        # command line makes the process exit non-zero, so its supervisor restarts it
+        self.on_fatal: Callable[[str], None] | None = None
 
     async def prepare(self) -> None:
         """Bring the schema up to date and refuse a master key that is not the database's."""
@@ -118,15 +127,27 @@ class Runtime:
                 poll_ms=int(s.poll_seconds * 1000),
             ),
             observer=DeliveryObserver(self.metrics, self.tracer),
+            health=self.health,
         )
         d = self.dispatcher
         self.metrics.watch_dispatcher(lambda: d.lanes_in_use, lambda: d.in_flight)
         self.store.on_enqueue(self.dispatcher.wake)
-        self.store.listen(self.dispatcher.wake)
-        self._tasks.append(asyncio.create_task(self.dispatcher.run(self._stop)))
-        self._tasks.append(asyncio.create_task(self._prune_forever()))
-        self._tasks.append(asyncio.create_task(self._check_failing_forever()))
+        self.store.listen(self.dispatcher.wake, self.health.loop("listener"))
+        self.supervise("dispatcher", self.dispatcher.run(self._stop))
+        self.supervise("pruner", self._prune_forever())
+        self.supervise("failing-endpoint check", self._check_failing_forever())
         return self.dispatcher
+
+    def supervise(self, name: str, loop: Coroutine[Any, Any, None]) -> None:
+        """Run `loop` as a task of this process; its end while the process runs is fatal."""
+        task = asyncio.create_task(loop, name=name)
+        self._tasks.append(task)
+        watch(task, name, stopping=self._stop.is_set, on_fatal=self._fatal)
+
+    def _fatal(self, name: str) -> None:
+        self.health.fatal = name
+        if self.on_fatal is not None:
+            self.on_fatal(name)
 
     async def prune_once(self, batch: int = 500) -> int:
         """Drop one batch of settled payloads and attempts older than the retention period."""
@@ -135,13 +156,15 @@ class Runtime:
 
     async def _prune_forever(self) -> None:
         # small batches with pauses between them, so pruning never holds up delivery
+        health = self.health.loop("pruner", turns_every_ms=int(PRUNE_IDLE_S * 1000))
+        backoff = Backoff(first_s=1.0, cap_s=PRUNE_IDLE_S)
         while not self._stop.is_set():
             try:
                 pruned = await self.prune_once()
-            except Exception:
-                log.exception("pruning failed; trying again later")
-                pruned = 0
-            pause = 0.1 if pruned else 60.0
+                health.ok()
+                pause = 0.1 if pruned else PRUNE_IDLE_S
+            except Exception as exc:
+                pause = backoff.delay(health.failed(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), pause)
 

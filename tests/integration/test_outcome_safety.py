@@ -16,7 +16,7 @@ from parcelhook.delivery.dispatcher import REFUSED, record_isolating
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import events as ev
 from parcelhook.domain.integrations import IntegrationChanges
-from parcelhook.domain.outcome import Health, Outcome, OutcomeDecision
+from parcelhook.domain.outcome import Health, Outcome, OutcomeDecision, unusual_status
 from parcelhook.domain.retry import AttemptResult, Verdict
 from parcelhook.store import Store
 from parcelhook.store.crypto import SecretBox
@@ -129,3 +129,33 @@ async def test_a_binary_answer_leaves_every_other_tenants_deliveries_flowing(
         )
         assert r.status_code == 201
         await eventually(lambda: sum(q.path == "/healthy" for q in rx.requests) >= 4, within=10)
+
+
+async def test_redirects_and_switching_protocols_are_explained_in_the_log(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness()
+    acct = await h.account()
+    async with HostileReceiver() as rx:
+        rx.route("/moved", Mode.redirect(301, "/elsewhere"))
+        shop = await acct.shop(rx.url("/moved"))
+        r = await acct.call(
+            "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
+        )
+        assert r.status_code == 201
+
+        async def attempted() -> bool:
+            (d,) = await h.service.list_deliveries(acct.account_id, integration_id=shop)
+            return d.attempt_count == 1
+
+        await eventually(attempted, within=10)
+    (d,) = await h.service.list_deliveries(acct.account_id, integration_id=shop)
+    assert d.last_status_code == 301
+    assert "redirects are not followed" in (d.last_error or "")
+
+
+def test_every_unusual_status_has_words() -> None:
+    assert unusual_status(AttemptResult(101, 1)) is not None
+    assert unusual_status(AttemptResult(308, 1)) is not None
+    assert unusual_status(AttemptResult(500, 1)) is None  # "HTTP 500" says it
+    assert unusual_status(AttemptResult(200, 1)) is None

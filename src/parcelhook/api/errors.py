@@ -18,7 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parcelhook.domain.errors import DomainError
+from parcelhook.store.faults import is_unavailable
 
+# what a 503 asks clients to wait while the database is away
+RETRY_AFTER_S = 2
 log = logging.getLogger("parcelhook.api")
 MAX_BODY = 1024 * 1024
 _TOO_LARGE = "The request body is larger than 1 MiB."
@@ -133,6 +136,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
+        if is_unavailable(exc):
+            # the database is away (a failover, a restart, a network cut): not a bug, and
+            # the client may try again shortly; logged in one line, not a traceback each
+            log.warning("database unavailable: %s", type(exc).__name__)
+            response = error_response(
+                503,
+                "unavailable",
+                "The database is unavailable right now; try again in a few seconds.",
+                scope=request.scope,
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
         # a 5xx is a bug: log it (never the request body, it may hold secrets)
         log.error("unhandled %s", type(exc).__name__, exc_info=exc)
         return error_response(

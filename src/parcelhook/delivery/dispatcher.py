@@ -9,6 +9,7 @@ one transaction for all outcomes that finished while the previous write was runn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ from parcelhook.domain.outcome import Outcome, decide_outcome
 from parcelhook.domain.retry import AttemptResult, RetryPolicy, Verdict
 from parcelhook.store.faults import is_unavailable
 from parcelhook.store.queue import DeliveryQueue
+from parcelhook.supervision import Backoff, Health
 
 log = logging.getLogger("parcelhook.dispatcher")
 REFUSED = "the response could not be stored; this attempt is recorded without it"
@@ -55,11 +57,6 @@ class DispatcherConfig:
     lease_ms: int = 120_000
     # the slow fallback when no wake-up arrives (other processes on SQLite, lost NOTIFY)
     poll_ms: int = 1_000
-
-
-# the outcome writer's pause after a failed write, doubling up to the cap while it keeps failing
-WRITE_RETRY_S = 0.1
-WRITE_RETRY_MAX_S = 5.0
 
 
 async def record_isolating(
@@ -119,6 +116,7 @@ class Dispatcher:
         owner: str | None = None,
         rng: random.Random | None = None,
         observer: DeliveryObserver | None = None,
+        health: Health | None = None,
     ) -> None:
         self.queue = queue
         self.observer = observer or DeliveryObserver()
@@ -148,6 +146,11 @@ class Dispatcher:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0  # a counter for metrics and benchmarks
+        health = health or Health(clock.now_ms)
+        # the claimer turns at least once per poll; the writer only when there is work
+        self.claimer_health = health.loop("dispatcher", turns_every_ms=self.config.poll_ms)
+        self.writer_health = health.loop("outcome writer")
+        self.backoff = Backoff()
 
     def wake(self) -> None:
         """Something was queued: claim now rather than at the next poll."""
@@ -164,21 +167,37 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until `stop` is set, then finish what is in flight and give back the rest."""
         writer = asyncio.create_task(self._write_outcomes())
+        writer.add_done_callback(self._writer_ended)
         stopper = asyncio.create_task(self._stop_when(stop))
         try:
             while not self._stopping:
+                if writer.done():
+                    # a bug: without it nothing would be recorded again; the runtime makes
+                    # the process exit so that its supervisor starts a whole one
+                    raise RuntimeError("the outcome writer ended") from writer.exception()
                 if self._in_flight >= self.config.max_in_flight:
                     self._capacity.clear()
                     await self._capacity.wait()
                     continue
                 self._wake.clear()
-                claimed, limit, skipped = await self._claim()
-                if claimed and claimed == limit:
-                    continue  # more may be due right now
-                await self._sleep(skipped)
+                try:
+                    claimed, limit, skipped = await self._claim()
+                    if not (claimed and claimed == limit):
+                        await self._sleep(skipped)
+                except Exception as exc:
+                    # the database went away (or anything else): back off and carry on;
+                    # what is in flight continues, its outcomes wait in the writer
+                    failures = self.claimer_health.failed(exc)
+                    await self._pause(self.backoff.delay(failures))
+                    continue
+                self.claimer_health.ok()
         finally:
             stopper.cancel()
             await self._shutdown(writer)
+
+    def _writer_ended(self, _task: asyncio.Task[None]) -> None:
+        self._wake.set()
+        self._capacity.set()
 
     async def _stop_when(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -199,16 +218,19 @@ class Dispatcher:
         if not self._wake.is_set():
             await self.clock.sleep_until(until, self._wake)
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds` of real time (a backoff), or until stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while not self._stopping:
+                    self._wake.clear()
+                    await self._wake.wait()
+
     async def _claim(self) -> tuple[int, int, bool]:
         """Claim one batch: how many were claimed, asked for, and whether full lanes were
         left out."""
-        try:
-            async with self._db_turn:
-                return await self._claim_batch()
-        except Exception:
-            log.exception("claiming deliveries failed; retrying after the poll interval")
-            await self.clock.sleep_until(self.clock.now_ms() + self.config.poll_ms, asyncio.Event())
-            return 0, 0, True
+        async with self._db_turn:
+            return await self._claim_batch()
 
     async def _claim_batch(self) -> tuple[int, int, bool]:
         now = self.clock.now_ms()
@@ -388,7 +410,7 @@ class Dispatcher:
                 if self._stopping and not self._tasks:
                     return
                 continue
-            pending, failures = outcomes, 0
+            pending = outcomes
             while pending:
                 settled: list[Outcome] = []
                 try:
@@ -408,17 +430,15 @@ class Dispatcher:
                             for o in settled:
                                 del self._leases[o.delivery_id]
                     pending = []
+                    self.writer_health.ok()
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
                     # keep the outcomes: the leases still protect these deliveries
                     done = {o.delivery_id for o in settled}
                     pending = [o for o in pending if o.delivery_id not in done]
-                    failures += 1
-                    log.exception(
-                        "writing %d outcomes failed (%d in a row); retrying", len(pending), failures
-                    )
-                    await asyncio.sleep(min(WRITE_RETRY_MAX_S, WRITE_RETRY_S * 2 ** (failures - 1)))
+                    failures = self.writer_health.failed(exc)
+                    await asyncio.sleep(self.backoff.delay(failures))
             self._in_flight -= len(outcomes)
             self._capacity.set()
             if any(o.verdict is Verdict.RETRY for o in outcomes):

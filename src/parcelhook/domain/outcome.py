@@ -52,6 +52,19 @@ class OutcomeDecision:
     attempted: bool
 
 
+def unusual_status(result: AttemptResult) -> str | None:
+    """Why an answer that looks like no failure is one (a status code alone says it for
+    4xx and 5xx)."""
+    code = result.status_code
+    if code is None or result.error is not None:
+        return None
+    if 300 <= code < 400:
+        return f"the endpoint answered {code}: redirects are not followed; only 2xx counts"
+    if code < 200:
+        return f"the endpoint answered {code} and no final answer; only 2xx counts"
+    return None
+
+
 def decide_outcome(
     result: AttemptResult | None,
     *,
@@ -82,7 +95,7 @@ def decide_outcome(
         health = Health.GONE
     else:
         health = Health.FAILING
-    note = GONE if verdict is Verdict.GONE else result.error
+    note = GONE if verdict is Verdict.GONE else result.error or unusual_status(result)
     return OutcomeDecision(verdict, _STATUS_OF[verdict], next_ms, note, health, attempted=True)
 
 

@@ -58,6 +58,9 @@ def open_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         hide_parameters=True,
+        # a pooled connection the server or the network dropped (a failover, a restart,
+        # pg_terminate_backend) is found out and replaced at checkout, not handed to a caller
+        pool_pre_ping=True,
         # JIT compilation pays off for long analytical queries, never for ours: with a
         # large backlog the claim's cost estimate crossed jit_above_cost and each
         # claim spent ~12 ms compiling a 3 ms statement

@@ -4,6 +4,7 @@ and waking dispatchers on other hosts with LISTEN/NOTIFY."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -19,19 +20,32 @@ from parcelhook.domain.integrations import Integration
 from parcelhook.domain.outcome import Outcome, health_changes
 from parcelhook.store import queue
 from parcelhook.store.crypto import SecretBox
+from parcelhook.store.faults import is_unavailable
 from parcelhook.store.tx import Tx
+from parcelhook.supervision import Backoff, LoopHealth
 
 log = logging.getLogger("parcelhook.store")
 NOTIFY_CHANNEL = "parcelhook_deliveries"
+# the LISTEN connection: how long connecting (or a ping) may take, and how often it pings
+LISTEN_CONNECT_S = 10.0
+LISTEN_PING_S = 30.0
 
 
 class DeliveryListener:
-    """Calls `on_notify` whenever any process commits new deliveries; reconnects on loss."""
+    """Calls `on_notify` whenever any process commits new deliveries; reconnects on loss,
+    and calls it once after each (re)connection, so commits made meanwhile are not missed."""
 
-    def __init__(self, database_url: str, on_notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        on_notify: Callable[[], None],
+        health: LoopHealth | None = None,
+    ) -> None:
         u = make_url(database_url)
         self._dsn = u.set(drivername="postgresql").render_as_string(hide_password=False)
         self._on_notify = on_notify
+        self._health = health
+        self._backoff = Backoff(first_s=0.2, cap_s=10.0)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -43,24 +57,38 @@ class DeliveryListener:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        failures = 0
         while True:
             conn: Any = None
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncio.wait_for(asyncpg.connect(self._dsn), LISTEN_CONNECT_S)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(NOTIFY_CHANNEL, lambda *_a: self._on_notify())
                 # anything committed while we were not listening is picked up now
                 self._on_notify()
-                await lost.wait()
+                failures = 0
+                while True:
+                    if self._health is not None:
+                        self._health.ok()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), LISTEN_PING_S)
+                    if lost.is_set():
+                        raise ConnectionError("the LISTEN connection was closed")
+                    # a network that drops packets silently closes nothing: ask
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), LISTEN_CONNECT_S)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("LISTEN connection failed (%s); retrying", type(exc).__name__)
+                if self._health is not None:
+                    failures = self._health.failed(exc)
+                else:
+                    failures += 1
+                    log.warning("LISTEN connection failed (%s); retrying", type(exc).__name__)
             finally:
                 if conn is not None and not conn.is_closed():
-                    await conn.close()
-            await asyncio.sleep(1)
+                    conn.terminate()  # never wait on a connection that may be dead
+            await asyncio.sleep(self._backoff.delay(failures))
 
 
 # The dispatcher's hot statements, one round trip each, autocommitted. The SQL text is
@@ -197,7 +225,15 @@ class PostgresQueue:
         """A pooled connection's asyncpg connection, for one autocommitted statement: the
         one place this queue obtains a connection."""
         async with self._engine.connect() as conn:
-            yield await driver(conn)
+            raw = await driver(conn)
+            try:
+                yield raw
+            except BaseException as exc:
+                # statements on the raw connection bypass SQLAlchemy, which would otherwise
+                # put a dead connection back in the pool
+                if is_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
+                    await conn.invalidate()
+                raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -220,10 +256,10 @@ class PostgresQueue:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield Tx(conn, self._box)
 
-    def listen(self, wake: Callable[[], None]) -> None:
+    def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
         if self._listener is None:
             url = self._engine.url.render_as_string(hide_password=False)
-            self._listener = DeliveryListener(url, wake)
+            self._listener = DeliveryListener(url, wake, health)
             self._listener.start()
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from parcelhook.domain.text import storable
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 from parcelhook.store.tx import Tx, integration_from_row
+from parcelhook.supervision import LoopHealth
 
 
 class DeliveryQueue(Protocol):
@@ -77,8 +78,9 @@ class EngineQueue(DeliveryQueue, Protocol):
         """A connection for reads; each statement sees the latest commit."""
         ...
 
-    def listen(self, wake: Callable[[], None]) -> None:
-        """Call `wake` whenever another process commits deliveries (until `close`)."""
+    def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
+        """Call `wake` whenever another process commits deliveries (until `close`), and
+        report the listening connection's turns to `health`."""
         ...
 
     async def close(self) -> None: ...

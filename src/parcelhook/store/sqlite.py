@@ -13,6 +13,7 @@ dispatcher's statements) take turns on one lock rather than in SQLite's busy han
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -28,7 +29,9 @@ from parcelhook.domain.outcome import Outcome, health_changes
 from parcelhook.store import queue, sqlite_loop
 from parcelhook.store.crypto import SecretBox
 from parcelhook.store.engine import SQLITE_PRAGMAS as PRAGMAS
+from parcelhook.store.faults import is_unavailable
 from parcelhook.store.tx import Tx
+from parcelhook.supervision import LoopHealth
 
 # a claim reads at most this many times its batch of due deliveries in time order, then
 # keeps those within their lane's room: its cost is bounded whatever the backlog
@@ -148,7 +151,16 @@ class SqliteQueue:
                 # left open by a write cancelled halfway: a statement run inside it would
                 # never commit
                 await hot.execute("ROLLBACK")
-            yield hot
+            try:
+                yield hot
+            except Exception as exc:
+                if is_unavailable(exc) and "locked" not in str(exc):
+                    # a disk or I/O error may leave the connection unusable: the next write
+                    # opens a fresh one
+                    self._hot = None
+                    with contextlib.suppress(Exception):
+                        await hot.close()
+                raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -187,7 +199,7 @@ class SqliteQueue:
         async with self._write_lock:
             yield
 
-    def listen(self, wake: Callable[[], None]) -> None:
+    def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
         pass  # other processes on SQLite are noticed by polling
 
     async def close(self) -> None:

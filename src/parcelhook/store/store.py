@@ -20,6 +20,7 @@ from parcelhook.store.postgres import PostgresQueue
 from parcelhook.store.queue import DeliveryQueue, EngineQueue
 from parcelhook.store.sqlite import SqliteQueue
 from parcelhook.store.tx import Tx
+from parcelhook.supervision import LoopHealth
 
 
 class Store:
@@ -57,10 +58,10 @@ class Store:
         """Call `callback` after every commit that queued deliveries (in this process)."""
         self._on_enqueue.append(callback)
 
-    def listen(self, wake: Callable[[], None]) -> None:
+    def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
         """Also call `wake` when another process commits deliveries, until `close`
         (PostgreSQL's NOTIFY; on SQLite the dispatcher's poll notices them)."""
-        self._queue.listen(wake)
+        self._queue.listen(wake, health)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
