@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,15 +104,19 @@ def test_serve_logs_no_sql_at_info(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [*EXE, "serve", "--demo", "--port", "0", "--database-url", db],
         cwd=tmp_path,
-        env={**os.environ, "PARCELHOOK_KEY_FILE": str(tmp_path / "k.key")},
+        env={**os.environ, "PARCELHOOK_KEY_FILE": str(tmp_path / "k.key"), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        out, err = proc.communicate(timeout=8)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        out, err = proc.communicate(timeout=20)
+    assert proc.stdout is not None
+    # until it serves (bounded: a loaded machine starts slowly), then a moment of serving
+    out, deadline = "", time.monotonic() + 60
+    while "serving on" not in out and proc.poll() is None and time.monotonic() < deadline:
+        out += proc.stdout.readline()
+    time.sleep(1)
+    proc.terminate()
+    rest, err = proc.communicate(timeout=20)
+    out += rest
     assert "serving on" in out and "demo@parcelhook.local" in out
     assert "sqlalchemy" not in err and "SELECT" not in err and "BEGIN" not in err, err[:2000]

@@ -130,7 +130,7 @@ def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tup
         text=True,
     )
     assert proc.stdout is not None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     out = ""
     while "serving on" not in out and time.monotonic() < deadline and proc.poll() is None:
         out += proc.stdout.readline()
