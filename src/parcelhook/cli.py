@@ -119,7 +119,7 @@ SERVE = (
     "secret_grace_hours",
     "metrics_token",
 )
-WORKER = ("http_port", "metrics_token")
+WORKER = ("host", "http_port", "metrics_token")
 ALL = tuple(n for n in Settings.model_fields if n not in NO_FLAG and n != "retry")
 
 

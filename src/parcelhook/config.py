@@ -175,6 +175,16 @@ class Settings(BaseSettings):
         return url
 
     @model_validator(mode="after")
+    def _lease_outlives_an_attempt(self) -> Settings:
+        if self.lease_seconds <= self.timeout:
+            raise ValueError(
+                f"{names('lease_seconds')} ({self.lease_seconds:g}) must exceed "
+                f"{names('timeout')} ({self.timeout:g}): a lease that ends mid-attempt lets "
+                "another worker send the same delivery"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _retry_policy(self) -> Settings:
         if self.retry is None:
             policy = RetryPolicy.exponential(

@@ -205,3 +205,9 @@ def test_postgresql_needs_its_key_given(database_url: str, tmp_path: Path) -> No
     assert not list(tmp_path.glob("*.key"))
     # migrating needs no key
     assert run("migrate", "--database-url", database_url, cwd=tmp_path).returncode == 0
+
+
+def test_a_lease_shorter_than_the_timeout_is_refused_naming_both(tmp_path: Path) -> None:
+    err = one_line_error(run("worker", "--timeout", "30", "--lease-seconds", "20", cwd=tmp_path))
+    assert "--lease-seconds / PARCELHOOK_LEASE_SECONDS" in err
+    assert "--timeout / PARCELHOOK_TIMEOUT" in err
