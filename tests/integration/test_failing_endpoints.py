@@ -128,3 +128,23 @@ async def test_a_healthy_endpoint_is_left_alone(
         await h.runtime.failing.check_once(clock.now_ms())
     assert (await h.service.get_integration(acct.account_id, shop)).webhook_active
     assert inbox.messages == []
+
+
+async def test_a_410_records_why_the_webhook_was_turned_off(harness: HarnessFactory) -> None:
+    h = await harness()
+    async with HostileReceiver() as rx:
+        rx.route("/gone", Mode.status(410))
+        acct = await h.account()
+        shop = await acct.shop(rx.url("/gone"))
+        r = await acct.call(
+            "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
+        )
+        assert r.status_code in (200, 201)
+
+        async def off() -> bool:
+            return not (await h.service.get_integration(acct.account_id, shop)).webhook_active
+
+        await eventually(off, what="the webhook to be turned off")
+    integration = await h.service.get_integration(acct.account_id, shop)
+    assert integration.disabled_reason == "its endpoint answered 410 Gone"
+    assert integration.disabled_ms is not None

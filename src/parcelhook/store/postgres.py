@@ -171,7 +171,11 @@ WITH o AS (
                                 ELSE COALESCE(failing_since_ms, $17) END,
         webhook_active = webhook_active AND NOT (id = ANY($18::bigint[])),
         last_updated_ms = CASE WHEN id = ANY($18::bigint[]) AND webhook_active
-                               THEN $17 ELSE last_updated_ms END
+                               THEN $17 ELSE last_updated_ms END,
+        disabled_reason = CASE WHEN id = ANY($18::bigint[]) AND webhook_active
+                               THEN 'its endpoint answered 410 Gone' ELSE disabled_reason END,
+        disabled_ms = CASE WHEN id = ANY($18::bigint[]) AND webhook_active
+                           THEN $17 ELSE disabled_ms END
     WHERE (id = ANY($15::bigint[]) AND failing_since_ms IS NOT NULL)
        OR (id = ANY($16::bigint[]) AND failing_since_ms IS NULL)
        OR (id = ANY($18::bigint[]) AND webhook_active)

@@ -94,7 +94,11 @@ UPDATE integrations SET
                             ELSE COALESCE(failing_since_ms, ?4) END,
     webhook_active = webhook_active AND id NOT IN (SELECT value FROM json_each(?3)),
     last_updated_ms = CASE WHEN id IN (SELECT value FROM json_each(?3)) AND webhook_active
-                           THEN ?4 ELSE last_updated_ms END
+                           THEN ?4 ELSE last_updated_ms END,
+    disabled_reason = CASE WHEN id IN (SELECT value FROM json_each(?3)) AND webhook_active
+                           THEN 'its endpoint answered 410 Gone' ELSE disabled_reason END,
+    disabled_ms = CASE WHEN id IN (SELECT value FROM json_each(?3)) AND webhook_active
+                       THEN ?4 ELSE disabled_ms END
 WHERE (id IN (SELECT value FROM json_each(?1)) AND failing_since_ms IS NOT NULL)
    OR (id IN (SELECT value FROM json_each(?2)) AND failing_since_ms IS NULL)
    OR (id IN (SELECT value FROM json_each(?3)) AND webhook_active)
