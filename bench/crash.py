@@ -24,6 +24,7 @@ def main() -> int:
         "-p",
         "no:cacheprovider",
         "-v",
+        "-s",  # the scenario prints its duplicates per kill
         "-o",
         "timeout=900",
         "tests/integration/test_crash_safety.py",

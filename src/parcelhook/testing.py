@@ -70,6 +70,7 @@ class MemoryQueue:
         self.integrations: dict[int, Integration] = {}
         self.deliveries: dict[int, QueuedDelivery] = {}
         self.released = 0  # deliveries given back untouched, e.g. by shrunken lanes
+        self.heartbeats: dict[str, int] = {}  # dispatcher owner → its last heartbeat
         self._ids = itertools.count(1)
 
     def add_integration(
@@ -178,6 +179,18 @@ class MemoryQueue:
                 d.lease_owner = None
                 self.released += 1
         await asyncio.sleep(0)
+
+    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> int:
+        self.heartbeats[owner] = now_ms
+        revived = 0
+        for gone in [o for o, at in self.heartbeats.items() if at < now_ms - dead_after_ms]:
+            del self.heartbeats[gone]
+            for d in self.deliveries.values():
+                if d.status == dl.PENDING and (d.lease_owner or "").startswith(gone + "#"):
+                    d.next_attempt_ms, d.lease_owner = now_ms, None
+                    revived += 1
+        await asyncio.sleep(0)
+        return revived
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:

@@ -57,6 +57,10 @@ class DispatcherConfig:
     lease_ms: int = 120_000
     # the slow fallback when no wake-up arrives (other processes on SQLite, lost NOTIFY)
     poll_ms: int = 1_000
+    # how often this dispatcher says it is alive; one silent for `owner_dead_after_ms` is
+    # taken for dead and its deliveries are given back then, not when their leases end
+    heartbeat_ms: int = 3_000
+    owner_dead_after_ms: int = 15_000
 
 
 async def record_isolating(
@@ -151,6 +155,7 @@ class Dispatcher:
         self.claimer_health = health.loop("dispatcher", turns_every_ms=self.config.poll_ms)
         self.writer_health = health.loop("outcome writer")
         self.backoff = Backoff()
+        self._last_beat_ms = -(2**62)
 
     def wake(self) -> None:
         """Something was queued: claim now rather than at the next poll."""
@@ -181,6 +186,7 @@ class Dispatcher:
                     continue
                 self._wake.clear()
                 try:
+                    await self._heartbeat()
                     claimed, limit, skipped = await self._claim()
                     if not (claimed and claimed == limit):
                         await self._sleep(skipped)
@@ -225,6 +231,15 @@ class Dispatcher:
                 while not self._stopping:
                     self._wake.clear()
                     await self._wake.wait()
+
+    async def _heartbeat(self) -> None:
+        now = self.clock.now_ms()
+        if now - self._last_beat_ms < self.config.heartbeat_ms:
+            return
+        revived = await self.queue.heartbeat(self.owner, now, self.config.owner_dead_after_ms)
+        self._last_beat_ms = now
+        if revived:
+            log.warning("%d deliveries of a dispatcher that stopped beating are due again", revived)
 
     async def _claim(self) -> tuple[int, int, bool]:
         """Claim one batch: how many were claimed, asked for, and whether full lanes were

@@ -188,6 +188,17 @@ FROM o WHERE d.id = o.id AND d.lease_owner = o.lease
 """
 
 
+# a dispatcher's heartbeat; those silent since $1, forgotten; a forgotten one's leases
+HEARTBEAT_SQL = """
+INSERT INTO dispatchers (owner, heartbeat_ms) VALUES ($1, $2)
+ON CONFLICT (owner) DO UPDATE SET heartbeat_ms = EXCLUDED.heartbeat_ms
+"""
+DEAD_SQL = "DELETE FROM dispatchers WHERE heartbeat_ms < $1 RETURNING owner"
+REVIVE_SQL = """
+UPDATE deliveries SET next_attempt_ms = $1, lease_owner = NULL
+WHERE status = 'pending' AND left(lease_owner, length($2) + 1) = $2 || '#'
+"""
+
 RELEASE_SQL = """
 UPDATE deliveries SET next_attempt_ms = $1, lease_owner = NULL
 WHERE id = ANY($2::bigint[]) AND lease_owner = ANY($3::text[]) AND status = 'pending'
@@ -323,6 +334,16 @@ class PostgresQueue:
         async with self._conn() as pg:
             due = await pg.fetchval(NEXT_DUE_SQL)
         return None if due is None else int(due)
+
+    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> int:
+        async with self._conn() as pg:
+            await pg.execute(HEARTBEAT_SQL, owner, now_ms)
+            dead = [r["owner"] for r in await pg.fetch(DEAD_SQL, now_ms - dead_after_ms)]
+            revived = 0
+            for gone in dead:  # rare: a process that died without giving its leases back
+                status = await pg.execute(REVIVE_SQL, now_ms, gone)
+                revived += int(status.split()[-1])
+        return revived
 
     async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
         return await queue.integrations_by_id(self._engine, self._box, ids)

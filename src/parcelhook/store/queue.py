@@ -58,6 +58,11 @@ class DeliveryQueue(Protocol):
         """The earliest `next_attempt_ms` of a pending delivery (leased ones included)."""
         ...
 
+    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> int:
+        """Record that `owner` is alive; give back the deliveries leased (`owner#n`) by
+        owners silent for `dead_after_ms`, due at once. How many came back."""
+        ...
+
     async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
         """Integrations by id, deleted ones included (their own events still go out)."""
         ...

@@ -198,3 +198,12 @@ meta = Table(
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# each dispatching process and its last heartbeat: the leases of one that fell silent are
+# given back early (DeliveryQueue.heartbeat)
+dispatchers = Table(
+    "dispatchers",
+    metadata,
+    Column("owner", String(255), primary_key=True),
+    Column("heartbeat_ms", Ms, nullable=False),
+)

@@ -65,6 +65,17 @@ RETURNING id, event_id, integration_id, attempt_count, schedule_base,
         AS last_updated_ms
 """
 
+# a dispatcher's heartbeat; those silent since ?1, forgotten; a forgotten one's leases
+HEARTBEAT_SQL = """
+INSERT INTO dispatchers (owner, heartbeat_ms) VALUES (?1, ?2)
+ON CONFLICT (owner) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms
+"""
+DEAD_SQL = "DELETE FROM dispatchers WHERE heartbeat_ms < ?1 RETURNING owner"
+REVIVE_SQL = """
+UPDATE deliveries SET next_attempt_ms = ?1, lease_owner = NULL
+WHERE status = 'pending' AND substr(lease_owner, 1, length(?2) + 1) = ?2 || '#'
+"""
+
 # ?1 due, ?2 ids (JSON), ?3 leases (JSON)
 RELEASE_SQL = """
 UPDATE deliveries SET next_attempt_ms = ?1, lease_owner = NULL
@@ -275,6 +286,16 @@ class SqliteQueue:
         hot = await self._conn()
         [(due,)] = await hot.execute_fetchall(NEXT_DUE_SQL)
         return None if due is None else int(due)
+
+    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> int:
+        async with self._writing() as hot:
+            await hot.execute(HEARTBEAT_SQL, (owner, now_ms))
+            dead = [r[0] for r in await hot.execute_fetchall(DEAD_SQL, (now_ms - dead_after_ms,))]
+            revived = 0
+            for gone in dead:  # rare: a process that died without giving its leases back
+                cursor = await hot.execute(REVIVE_SQL, (now_ms, gone))
+                revived += cursor.rowcount
+        return revived
 
     async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
         return await queue.integrations_by_id(self._engine, self._box, ids)
