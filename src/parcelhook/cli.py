@@ -69,7 +69,7 @@ def settings_options(*fields: str) -> Callable[[Callable[..., Any]], Callable[..
 def _option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     info = Settings.model_fields[name]
     default = info.default
-    shown = "" if default is None else f"; default {default}"
+    shown = "" if default in (None, "") else f"; default {default}"
     help_text = f"{info.description} [env {env_name(name)}{shown}]"
     annotation = info.annotation
     kind: Any = None
@@ -198,7 +198,11 @@ def _listen(host: str, port: int) -> socket.socket:
     "locally, never in production. [env PARCELHOOK_DEMO]",
 )
 def serve(demo: bool, **flags: Any) -> None:
-    """Run the API, the panel and the dispatcher in one process (or --workers of them)."""
+    """Run the API, the panel and the dispatcher in one process (or --workers of them).
+
+    Secrets are never flags: PARCELHOOK_MASTER_KEY, PARCELHOOK_PREVIOUS_MASTER_KEYS and
+    PARCELHOOK_SMTP_PASSWORD come from the environment or a .env file.
+    """
     settings = build_settings(**flags)
     _logging(settings)
     if settings.workers > 1 and settings.is_sqlite:
@@ -320,7 +324,11 @@ async def _ensure_demo(runtime: Any) -> None:
 @main.command()
 @settings_options(*WORKER, *STORAGE, *DELIVERY, *LOGS)
 def worker(**flags: Any) -> None:
-    """Run the dispatcher alone (scale-out on PostgreSQL)."""
+    """Run the dispatcher alone (scale-out on PostgreSQL).
+
+    Secrets are never flags: PARCELHOOK_MASTER_KEY, PARCELHOOK_PREVIOUS_MASTER_KEYS and
+    PARCELHOOK_SMTP_PASSWORD come from the environment or a .env file.
+    """
     settings = build_settings(**flags, dispatcher=True)
     _logging(settings)
     sock = _listen(settings.host, settings.http_port) if settings.http_port is not None else None

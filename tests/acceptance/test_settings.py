@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from parcelhook.config import NO_FLAG, Settings, env_name
+from parcelhook.config import Settings, env_name
 
 EXE = [sys.executable, "-m", "parcelhook.cli"]
 
@@ -44,7 +44,7 @@ def test_serve_help_lists_every_setting_with_its_variable(tmp_path: Path) -> Non
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for name in Settings.model_fields:
-        if name in ("retry", "http_port", *NO_FLAG):
+        if name in ("retry", "http_port"):
             continue
         assert env_name(name) in text, name
     for promised in ("RETENTION_DAYS", "SECURE_COOKIES", "SECRET_GRACE_HOURS", "DEMO"):
