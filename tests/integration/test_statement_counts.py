@@ -10,8 +10,8 @@ from support.harness import HarnessFactory
 from support.statements import statements
 
 # statements per call, authentication included
-STATUS_CHANGE = {"sqlite": 7, "postgres": 6}
-PARCEL_CREATE = {"sqlite": 8, "postgres": 7}
+STATUS_CHANGE = {"sqlite": 7, "postgres": 4}
+PARCEL_CREATE = {"sqlite": 8, "postgres": 5}
 
 PARCEL = {
     "name": "Jan Jansen",

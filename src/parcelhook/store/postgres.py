@@ -254,8 +254,9 @@ class PostgresQueue:
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self._engine.begin() as conn:
             tx = Tx(conn, self._box)
+            tx.notify_channel = NOTIFY_CHANNEL
             yield tx
-            if tx.queued:
+            if tx.queued and not tx.notified:
                 await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": NOTIFY_CHANNEL})
 
     @asynccontextmanager

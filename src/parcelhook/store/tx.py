@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -149,6 +149,23 @@ _INTEGRATION_BY_KEY = select(_i).where(
 )
 _INSERT_EVENT = insert(s.events)
 _INSERT_DELIVERY = insert(s.deliveries)
+_PG_ENQUEUE = text(
+    """
+WITH e AS (
+    INSERT INTO events (id, account_id, action, timestamp_ms, body)
+    SELECT * FROM unnest(
+        CAST(:e_id AS varchar[]), CAST(:e_account AS bigint[]), CAST(:e_action AS varchar[]),
+        CAST(:e_ms AS bigint[]), CAST(:e_body AS text[]))
+), d AS (
+    INSERT INTO deliveries (event_id, integration_id, account_id, action, status,
+        attempt_count, schedule_base, next_attempt_ms, created_ms, updated_ms)
+    SELECT x.ev, x.iid, x.aid, x.act, 'pending', 0, 0, :now, :now, :now
+    FROM unnest(CAST(:d_event AS varchar[]), CAST(:d_integration AS bigint[]),
+        CAST(:d_account AS bigint[]), CAST(:d_action AS varchar[])) AS x(ev, iid, aid, act)
+)
+SELECT pg_notify(:channel, '') WHERE CAST(:wake AS boolean)
+"""
+)
 
 
 class Tx:
@@ -160,6 +177,10 @@ class Tx:
         self._sqlite = conn.dialect.name == "sqlite"
         # deliveries were queued: the store wakes the dispatchers after the commit
         self.queued = False
+        # PostgreSQL: the NOTIFY channel, so that enqueueing can send the wake-up itself
+        # (it is delivered at commit either way), and whether it did
+        self.notify_channel: str | None = None
+        self.notified = False
 
     # -- accounts ---------------------------------------------------------------------
 
@@ -518,6 +539,30 @@ class Tx:
             for e, recipients in batch
             for i in recipients
         ]
+        if not self._sqlite and event_rows:
+            # one round trip for events, deliveries and the wake-up (each statement is one
+            # more on PostgreSQL: docs/performance.md, "The API write path")
+            await self.conn.execute(
+                _PG_ENQUEUE,
+                {
+                    "e_id": [r["id"] for r in event_rows],
+                    "e_account": [r["account_id"] for r in event_rows],
+                    "e_action": [r["action"] for r in event_rows],
+                    "e_ms": [r["timestamp_ms"] for r in event_rows],
+                    "e_body": [r["body"] for r in event_rows],
+                    "d_event": [r["event_id"] for r in delivery_rows],
+                    "d_integration": [r["integration_id"] for r in delivery_rows],
+                    "d_account": [r["account_id"] for r in delivery_rows],
+                    "d_action": [r["action"] for r in delivery_rows],
+                    "now": now_ms,
+                    "channel": self.notify_channel or "",
+                    "wake": bool(delivery_rows and self.notify_channel),
+                },
+            )
+            if delivery_rows:
+                self.queued = True
+                self.notified = self.notify_channel is not None
+            return
         if event_rows:
             await self.conn.execute(_INSERT_EVENT, event_rows)
         if delivery_rows:
