@@ -31,6 +31,7 @@ from parcelhook.store.crypto import SecretBox
 from parcelhook.store.engine import SQLITE_PRAGMAS as PRAGMAS
 from parcelhook.store.faults import is_unavailable
 from parcelhook.store.tx import Tx
+from parcelhook.store.write_turns import WriteTurns
 from parcelhook.supervision import LoopHealth
 
 # a claim reads at most this many times its batch of due deliveries in time order, then
@@ -139,7 +140,8 @@ class SqliteQueue:
     def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
         self._engine = engine
         self._box = box
-        self._write_lock = asyncio.Lock()
+        # this process's write turn; the dispatcher's writes go first (write_turns.py)
+        self._turns = WriteTurns()
         # the dispatcher's own connection, opened on first use
         self._hot: aiosqlite.Connection | None = None
         self._hot_opening = asyncio.Lock()
@@ -160,7 +162,7 @@ class SqliteQueue:
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
         """The dispatcher's connection, for writes, in this process's write turn."""
-        async with self._write_lock:
+        async with self._turns.turn(first=True):
             hot = await self._conn()
             if hot.in_transaction:
                 # left open by a write cancelled halfway: a statement run inside it would
@@ -180,7 +182,7 @@ class SqliteQueue:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         if self._loop is None:  # an in-memory database: aiosqlite's one connection
-            async with self._write_lock, self._engine.connect() as conn:
+            async with self._turns.turn(), self._engine.connect() as conn:
                 # IMMEDIATE takes the write lock up front, so no transaction fails halfway
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 try:
@@ -190,7 +192,7 @@ class SqliteQueue:
                     raise
                 await conn.exec_driver_sql("COMMIT")
             return
-        async with self._write_lock:
+        async with self._turns.turn():
             with self._loop.connect() as sync:
                 await sqlite_loop.begin_immediate(sync)
                 try:
@@ -211,7 +213,7 @@ class SqliteQueue:
 
     @asynccontextmanager
     async def write_turn(self) -> AsyncIterator[None]:
-        async with self._write_lock:
+        async with self._turns.turn():
             yield
 
     def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
