@@ -384,7 +384,9 @@ def migrate(as_sql: bool, **flags: Any) -> None:
     """Bring the database schema up to date (Alembic revisions)."""
     settings = build_settings(**flags)
     if as_sql:
-        click.echo(_run(lambda: _pending_sql(settings.database_url)), nl=False)
+        from parcelhook.store import migrations
+
+        click.echo(_run(lambda: migrations.pending_sql(settings.database_url)), nl=False)
         return
 
     async def go() -> list[str]:
@@ -400,28 +402,6 @@ def migrate(as_sql: bool, **flags: Any) -> None:
 
     applied = _run(go)
     click.echo(f"applied revisions {', '.join(applied)}" if applied else "schema is up to date")
-
-
-async def _pending_sql(database_url: str) -> str:
-    """The offline SQL from the database's revision (when it exists) to the latest."""
-    from sqlalchemy.engine import make_url
-
-    from parcelhook.store import migrations
-    from parcelhook.store.engine import normalise_url
-
-    url = normalise_url(database_url)
-    since = None
-    sqlite_file = make_url(url).database if url.startswith("sqlite") else None
-    # reading SQLite's revision would create an empty file where there was none
-    if sqlite_file is None or await asyncio.to_thread(Path(sqlite_file).exists):
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        engine = create_async_engine(url)
-        try:
-            since = await migrations.current(engine)
-        finally:
-            await engine.dispose()
-    return migrations.offline_sql(url, since)
 
 
 @main.group()

@@ -161,3 +161,22 @@ def offline_sql(url: str, since: str | None) -> str:
     cfg.output_buffer = out
     command.upgrade(cfg, f"{since}:head" if since else "head", sql=True)
     return out.getvalue()
+
+
+async def pending_sql(database_url: str) -> str:
+    """The offline SQL from the database's revision (when it exists) to the latest."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from parcelhook.store.engine import normalise_url
+
+    url = normalise_url(database_url)
+    since = None
+    sqlite_file = make_url(url).database if url.startswith("sqlite") else None
+    # reading SQLite's revision would create an empty file where there was none
+    if sqlite_file is None or await asyncio.to_thread(Path(sqlite_file).exists):
+        engine = create_async_engine(url)
+        try:
+            since = await current(engine)
+        finally:
+            await engine.dispose()
+    return offline_sql(url, since)
