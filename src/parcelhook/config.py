@@ -132,6 +132,17 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(
         1.0, ge=0.05, le=60, description="Fallback poll when no wake-up arrives."
     )
+    ca_bundle: Path | None = Field(
+        None,
+        description="PEM file of CA certificates endpoints' TLS certificates may also chain "
+        "to, in addition to the system's (an internal CA); SSL_CERT_FILE would replace them.",
+    )
+    client_cert: Path | None = Field(
+        None,
+        description="PEM client certificate (with its key, unless --client-key) shown to "
+        "endpoints that ask for one (mutual TLS).",
+    )
+    client_key: Path | None = Field(None, description="PEM private key of --client-cert.")
 
     # -- failing endpoints ----------------------------------------------------------------
     alert_after_hours: float = Field(

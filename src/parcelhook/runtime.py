@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -63,6 +64,7 @@ class Runtime:
             user_agent=USER_AGENT,
             resolver=resolver,
             transport=transport,
+            ssl_context=tls_context(settings),
         )
         self.service = Service(
             self.store,
@@ -114,6 +116,7 @@ class Runtime:
             max_connections=0,
             resolver=self._resolver,
             transport=self._transport,
+            ssl_context=tls_context(s),
         )
         await sender.start()
         self.dispatcher = Dispatcher(
@@ -186,3 +189,17 @@ class Runtime:
         await self.test_sender.close()
         with contextlib.suppress(Exception):
             await self.store.close()
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """Whom https endpoints must prove they are, and who we are to them: the system's CAs
+    plus the operator's bundle, and a client certificate when one is configured (None: the
+    sender's default, the system's CAs alone)."""
+    if settings.ca_bundle is None and settings.client_cert is None:
+        return None
+    context = ssl.create_default_context()
+    if settings.ca_bundle is not None:
+        context.load_verify_locations(cafile=settings.ca_bundle)  # adds to the system's
+    if settings.client_cert is not None:
+        context.load_cert_chain(settings.client_cert, settings.client_key)
+    return context
