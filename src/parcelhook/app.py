@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from parcelhook import __version__
-from parcelhook.api import integrations, parcels, tracking, webhooks
+from parcelhook.api import account, integrations, labels, parcels, returns, tracking, webhooks
 from parcelhook.api.errors import BodyLimit, install_error_handlers
 from parcelhook.metrics import RequestMetrics
 from parcelhook.ops_http import health_response, metrics_response
@@ -40,7 +40,15 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     app.state.service = runtime.service
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
-    for router in (integrations.router, parcels.router, tracking.router, webhooks.router):
+    for router in (
+        integrations.router,
+        parcels.router,
+        labels.router,
+        account.router,
+        tracking.router,
+        webhooks.router,
+        returns.router,
+    ):
         app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])

@@ -117,6 +117,7 @@ SERVE = (
     "port",
     "workers",
     "dispatcher",
+    "public_url",
     "forwarded_allow_ips",
     "secure_cookies",
     "secret_grace_hours",

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # -- HTTP --------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    public_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Where clients reach this server (label links in webhooks start with "
+        "it); unset: http://HOST:PORT.",
+    )
     workers: int = Field(
         1,
         ge=1,

@@ -73,6 +73,7 @@ class Runtime:
             self.test_sender,
             check_target=check_target_resolves,
             secret_grace_ms=int(settings.secret_grace_hours * 3600 * 1000),
+            public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
         )
         self.dispatcher: Dispatcher | None = None
         self.metrics = Metrics()

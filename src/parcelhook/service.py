@@ -11,6 +11,7 @@ import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, Protocol
 
 from argon2 import PasswordHasher
@@ -22,7 +23,7 @@ from parcelhook.domain import events as ev
 from parcelhook.domain import keys, systems, tracking
 from parcelhook.domain.clock import Clock
 from parcelhook.domain.deliveries import Delivery
-from parcelhook.domain.errors import Conflict, InvalidInput, NotFound
+from parcelhook.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from parcelhook.domain.events import Event
 from parcelhook.domain.integrations import (
     Integration,
@@ -30,11 +31,16 @@ from parcelhook.domain.integrations import (
     TargetPolicy,
     check_webhook_settings,
 )
-from parcelhook.domain.parcels import NewParcel, Parcel, Refund, parse_new_parcel
+from parcelhook.domain.parcels import NewParcel, Parcel, Refund, new_shipment_uuid
 from parcelhook.domain.retry import AttemptResult
-from parcelhook.domain.statuses import ParcelStatus
+from parcelhook.domain.senders import SenderAddress, SenderAddressFields
+from parcelhook.domain.shipping import DEFAULT_CATALOGUE, ShippingMethod, carrier_name
+from parcelhook.domain.statuses import STATUS_MESSAGES, ParcelStatus
 from parcelhook.domain.text import check_text, has_nul
+from parcelhook.labels import Format, Sender, render_label
 from parcelhook.store import Store, Tx, webhook_log
+from parcelhook.store import sender_addresses as sender_store
+from parcelhook.store.parcel_queries import ParcelFilter, Position, find_parcels
 from parcelhook.store.webhook_log import Health
 
 # the public_key column's width: a longer one cannot name an integration
@@ -61,6 +67,16 @@ class NewAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class Cancellation:
+    """Sendcloud's answer to a cancellation: `cancelled`, `queued` or `deleted`."""
+
+    status: str
+    message: str
+    http_status: int
+    parcel: Parcel
+
+
+@dataclass(frozen=True, slots=True)
 class TestResult:
     delivered: bool
     status_code: int | None
@@ -79,12 +95,17 @@ class Service:
         *,
         check_target: TargetCheck,
         secret_grace_ms: int = 24 * 3600 * 1000,
+        shipping_methods: Sequence[ShippingMethod] = DEFAULT_CATALOGUE,
+        public_url: str = "",
     ) -> None:
         self.store = store
         self.clock = clock
         self.policy = policy
         self.sender = sender
         self.check_target = check_target
+        self.shipping_methods = tuple(shipping_methods)
+        # where this server is reached: label links in webhook payloads start with it
+        self.public_url = public_url
         self.secret_grace_ms = secret_grace_ms
 
     # -- accounts ---------------------------------------------------------------------
@@ -254,37 +275,127 @@ class Service:
 
     # -- parcels ----------------------------------------------------------------------
 
-    async def create_parcel(self, account_id: int, acting: Integration, data: Any) -> Parcel:
-        new: NewParcel = parse_new_parcel(data)
-        now = self.clock.now_ms()
+    async def create_parcel(self, account_id: int, acting: Integration, new: NewParcel) -> Parcel:
+        """One parcel: `acting`'s, or that of the integration `new.integration_id` names."""
+        created, _ = await self.create_parcels(account_id, acting, [new], partial=False)
+        return created[0]
+
+    async def create_parcels(
+        self, account_id: int, acting: Integration, batch: Sequence[NewParcel], *, partial: bool
+    ) -> tuple[list[Parcel], list[tuple[int, DomainError]]]:
+        """Create a batch in one transaction: all or nothing, or (`partial`) every parcel
+        that is valid, with the index and error of each one that is not."""
+        created: list[Parcel] = []
+        failed: list[tuple[int, DomainError]] = []
         async with self.store.transaction() as tx:
-            owner = acting
-            if new.integration_id is not None and new.integration_id != acting.id:
+            for index, new in enumerate(batch):
                 try:
-                    owner = await tx.integration(account_id, new.integration_id)
-                except NotFound:
-                    raise InvalidInput(
-                        "integration_id names no integration of this account.",
-                        field="integration_id",
-                    ) from None
-            else:
-                # routed as it is in this transaction: the caller's copy is from before it
-                owner = await tx.integration_by_id(acting.id) or acting
-            parcel = await tx.create_parcel(
-                account_id, owner.id, new, now, ParcelStatus.READY_TO_SEND
+                    created.append(await self._create_parcel(tx, account_id, acting, new))
+                except (InvalidInput, NotFound, Conflict) as exc:
+                    if not partial:
+                        raise
+                    failed.append((index, exc))
+        return created, failed
+
+    async def _create_parcel(
+        self, tx: Tx, account_id: int, acting: Integration, new: NewParcel
+    ) -> Parcel:
+        if new.integration_id is not None and new.integration_id != acting.id:
+            try:
+                owner = await tx.integration(account_id, new.integration_id)
+            except NotFound:
+                raise InvalidInput(
+                    "integration_id names no integration of this account.",
+                    field="integration_id",
+                ) from None
+        else:
+            # routed as it is in this transaction: the caller's copy is from before it
+            owner = await tx.integration_by_id(acting.id) or acting
+        if new.sender_address is not None:
+            try:
+                await sender_store.sender_address(tx, account_id, new.sender_address)
+            except NotFound:
+                raise InvalidInput(
+                    "sender_address names no sender address of this account.",
+                    field="sender_address",
+                ) from None
+        if new.external_reference is not None and await tx.parcel_by_reference(
+            account_id, new.external_reference
+        ):
+            raise InvalidInput(
+                "external_reference must be unique: a parcel already has it.",
+                field="external_reference",
             )
-            await self._emit_parcel(tx, parcel, now, owner)
+        now = self.clock.now_ms()
+        details = {**new.details, "shipment_uuid": new_shipment_uuid()}
+        if new.sender_address is not None:
+            details["sender_address"] = new.sender_address
+        first = ParcelStatus.BEING_ANNOUNCED if new.request_label else ParcelStatus.READY_TO_SEND
+        parcel = await tx.create_parcel(account_id, owner.id, new, now, first, details)
+        await self._emit_parcel(tx, parcel, now, owner)
+        if new.request_label:
+            parcel = await self._announce(tx, parcel)
         return parcel
+
+    async def _announce(self, tx: Tx, parcel: Parcel) -> Parcel:
+        """Being announced → Ready to send with a label, or → Announcement failed."""
+        problem = self._method(parcel.shipment_id).fits(Decimal(parcel.weight), parcel.country)
+        now = self.clock.now_ms()
+        if problem is not None:
+            parcel = await tx.set_parcel_status(
+                parcel,
+                ParcelStatus.ANNOUNCEMENT_FAILED,
+                now,
+                None,
+                details={**parcel.details, "errors": {"non_field_errors": [problem]}},
+            )
+        else:
+            details = {k: v for k, v in parcel.details.items() if k != "errors"}
+            parcel = await tx.set_parcel_status(
+                parcel, ParcelStatus.READY_TO_SEND, now, None, details=details, announced=True
+            )
+        await self._emit_parcel(tx, parcel, parcel.updated_ms)
+        return parcel
+
+    async def update_parcel(self, account_id: int, parcel_id: int, change: NewParcel) -> Parcel:
+        """Change a parcel that is not announced yet; `request_label` announces it."""
+        async with self.store.transaction() as tx:
+            parcel = await tx.parcel(account_id, parcel_id, lock=True)
+            if parcel.has_label:
+                raise InvalidInput(
+                    "An announced parcel may not be changed; cancel it and create a new one.",
+                    field="id",
+                )
+            if parcel.status_id in _NOT_CANCELLABLE:
+                raise InvalidInput(
+                    f"A parcel in status {parcel.status_id} may not be changed.", field="id"
+                )
+            now = self.clock.now_ms()
+            details = {**parcel.details, **change.details}
+            if change.sender_address is not None:
+                details["sender_address"] = change.sender_address
+            parcel = await tx.update_parcel(parcel, change, details, now)
+            if change.request_label:
+                parcel = await tx.set_parcel_status(parcel, ParcelStatus.BEING_ANNOUNCED, now, None)
+                await self._emit_parcel(tx, parcel, parcel.updated_ms)
+                parcel = await self._announce(tx, parcel)
+        return parcel
+
+    async def find_parcel_for_return(self, parcel_id: int) -> Parcel | None:
+        """Any account's parcel, for the return portal (which checks the postal code)."""
+        async with self.store.reading() as r:
+            return await r.parcel_any_account(parcel_id)
 
     async def get_parcel(self, account_id: int, parcel_id: int) -> Parcel:
         async with self.store.reading() as r:
             return await r.parcel(account_id, parcel_id)
 
-    async def parcels_updated_after(
-        self, account_id: int, after_ms: int, after_id: int, limit: int
-    ) -> list[Parcel]:
+    async def find_parcels(
+        self, account_id: int, f: ParcelFilter, at: Position | None, limit: int
+    ) -> tuple[list[Parcel], bool]:
+        """A page of the account's parcels in (updated, id) order, and whether more follow."""
         async with self.store.reading() as r:
-            return await r.parcels_updated_after(account_id, after_ms, after_id, limit)
+            return await find_parcels(r, account_id, f, at, limit)
 
     async def change_status(
         self, account_id: int, parcel_id: int, status_id: Any, carrier_ms: Any = None
@@ -357,7 +468,7 @@ class Service:
                 )
                 parcels[parcel.id] = changed[parcel.id] = parcel
                 # stamped with the stored change time, strictly increasing per parcel
-                payload = ev.parcel_status_changed(parcel, parcel.updated_ms)
+                payload = ev.parcel_status_changed(parcel, parcel.updated_ms, self.public_url)
                 owner = owners.get(parcel.integration_id)
                 batch.append(
                     (
@@ -370,24 +481,33 @@ class Service:
             await tx.enqueue_many(batch, now)
         return results
 
-    async def cancel_parcel(self, account_id: int, parcel_id: int) -> Parcel:
+    async def cancel_parcel(self, account_id: int, parcel_id: int) -> Cancellation:
+        """Cancel as Sendcloud does: at once, queued while the carrier has the parcel, or
+        (announcement failed) deleted; refused once delivered or already cancelled."""
         async with self.store.transaction() as tx:
             parcel = await tx.parcel(account_id, parcel_id, lock=True)
             now = self.clock.now_ms()
             if parcel.status_id in _NOT_CANCELLABLE:
-                raise Conflict(
-                    f"A parcel in status {parcel.status_id} cannot be cancelled.",
+                words = STATUS_MESSAGES[parcel.status_id]
+                raise InvalidInput(
+                    f"A parcel in status {parcel.status_id} ({words}) cannot be cancelled.",
                     field="status",
                 )
+            if parcel.status_id == ParcelStatus.ANNOUNCEMENT_FAILED:
+                parcel = await self._set_status(tx, parcel, ParcelStatus.CANCELLED, now, None)
+                return Cancellation("deleted", "Parcel has been deleted", 410, parcel)
+            before = parcel.status_id
             parcel = await self._set_status(
                 tx, parcel, ParcelStatus.CANCELLATION_REQUESTED, now, None
             )
-            return await self._set_status(tx, parcel, ParcelStatus.CANCELLED, now, None)
+            if before in IN_CARRIER_HANDS:
+                # the carrier has it: the request stands until the carrier confirms
+                return Cancellation("queued", "Parcel cancellation has been queued", 202, parcel)
+            parcel = await self._set_status(tx, parcel, ParcelStatus.CANCELLED, now, None)
+            return Cancellation("cancelled", "Parcel has been cancelled", 200, parcel)
 
-    async def request_refund(self, account_id: int, parcel_id: int, data: Any) -> Refund:
-        refund_data = data.get("refund") if isinstance(data, dict) else None
-        reason = refund_data.get("reason") if isinstance(refund_data, dict) else None
-        if not isinstance(reason, str) or not reason.strip():
+    async def request_refund(self, account_id: int, parcel_id: int, reason: str) -> Refund:
+        if not reason.strip():
             raise InvalidInput("refund.reason is required.", field="reason", code="required")
         if len(reason) > 2000:
             raise InvalidInput("reason must be at most 2000 characters.", field="reason")
@@ -398,7 +518,9 @@ class Service:
             now = self.clock.now_ms()
             refund = await tx.create_refund(parcel, reason.strip(), parcel.price, now)
             owner = await tx.integration_by_id(parcel.integration_id)
-            event = ev.make_event(account_id, ev.refund_requested(refund, parcel, now))
+            event = ev.make_event(
+                account_id, ev.refund_requested(refund, parcel, now, self.public_url)
+            )
             await tx.enqueue(event, ev.recipients(systems.REFUND_REQUESTED, owner), now)
         return refund
 
@@ -417,8 +539,106 @@ class Service:
         """Queue `parcel_status_changed`; `owner`, when given, was read in this transaction."""
         if owner is None:
             owner = await tx.integration_by_id(parcel.integration_id)
-        event = ev.make_event(parcel.account_id, ev.parcel_status_changed(parcel, now))
+        payload = ev.parcel_status_changed(parcel, now, self.public_url)
+        event = ev.make_event(parcel.account_id, payload)
         await tx.enqueue(event, ev.recipients(systems.PARCEL_STATUS_CHANGED, owner), now)
+
+    def _method(self, shipment_id: int) -> ShippingMethod:
+        for method in self.shipping_methods:
+            if method.id == shipment_id:
+                return method
+        raise InvalidInput(f"Shipping method {shipment_id} is not offered.", field="shipment")
+
+    async def label_pdf(
+        self, account_id: int, parcel_id: int, printer: Format, start_from: int
+    ) -> bytes:
+        """The parcel's label as PDF (404 until the parcel is announced)."""
+        async with self.store.reading() as r:
+            parcel = await r.parcel(account_id, parcel_id)
+            if not parcel.has_label:
+                raise NotFound("This parcel has no label yet: request one first.", field="id")
+            sender = await self._label_sender(r, parcel)
+        name = carrier_name(parcel.carrier_code)
+        return await asyncio.to_thread(render_label, parcel, sender, name, printer, start_from)
+
+    async def _label_sender(self, tx: Tx, parcel: Parcel) -> Sender:
+        d = parcel.details
+        if parcel.is_return and d.get("from_address_1"):
+            street = f"{d.get('from_address_1', '')} {d.get('from_house_number', '')}".strip()
+            return Sender(
+                d.get("from_company_name") or d.get("from_name", ""),
+                street,
+                d.get("from_postal_code", ""),
+                d.get("from_city", ""),
+                d.get("from_country", parcel.country),
+            )
+        addresses = await sender_store.sender_addresses(tx, parcel.account_id)
+        chosen = next((a for a in addresses if a.id == d.get("sender_address")), None)
+        chosen = chosen or next((a for a in addresses if a.is_default), None)
+        if chosen is None:
+            email = await sender_store.account_email(tx, parcel.account_id)
+            return Sender(email, "", "", "", parcel.country)
+        f = chosen.address
+        return Sender(
+            f.company_name or f.contact_name,
+            f"{f.street} {f.house_number}".strip(),
+            f.postal_code,
+            f.city,
+            f.country,
+        )
+
+    # -- the account: user and sender addresses ----------------------------------------
+
+    async def user(self, account_id: int) -> dict[str, Any]:
+        """The account in Sendcloud's `user` shape (company details from its sender address)."""
+        async with self.store.reading() as r:
+            email = await sender_store.account_email(r, account_id)
+            addresses = await sender_store.sender_addresses(r, account_id)
+        default = next((a.address for a in addresses if a.is_default), SenderAddressFields())
+        return {
+            "username": email,
+            "company_name": default.company_name,
+            "telephone": default.telephone,
+            "address": f"{default.street} {default.house_number}".strip(),
+            "city": default.city,
+            "postal_code": default.postal_code,
+            "email": email,
+            "company_logo": None,
+            "registered": True,
+            "terms_accepted": True,
+            "invoice_settings": {},
+        }
+
+    async def sender_addresses(self, account_id: int) -> list[SenderAddress]:
+        async with self.store.reading() as r:
+            return await sender_store.sender_addresses(r, account_id)
+
+    async def sender_address(self, account_id: int, address_id: int) -> SenderAddress:
+        async with self.store.reading() as r:
+            return await sender_store.sender_address(r, account_id, address_id)
+
+    async def add_sender_address(
+        self, account_id: int, fields: SenderAddressFields
+    ) -> SenderAddress:
+        async with self.store.transaction() as tx:
+            return await sender_store.add_sender_address(
+                tx, account_id, fields, self.clock.now_ms()
+            )
+
+    async def change_sender_address(
+        self, account_id: int, address_id: int, fields: SenderAddressFields, *, default: bool
+    ) -> SenderAddress:
+        async with self.store.transaction() as tx:
+            current = await sender_store.sender_address(tx, account_id, address_id)
+            changed = await sender_store.change_sender_address(tx, current, fields)
+            if default:
+                await sender_store.make_default(tx, changed)
+            return await sender_store.sender_address(tx, account_id, address_id)
+
+    async def remove_sender_address(self, account_id: int, address_id: int) -> None:
+        async with self.store.transaction() as tx:
+            current = await sender_store.sender_address(tx, account_id, address_id)
+            await sender_store.remove_sender_address(tx, current)
 
     # -- the webhook log --------------------------------------------------------------
 
@@ -484,6 +704,27 @@ _NOT_CANCELLABLE = frozenset(
         ParcelStatus.CANCELLED,
         ParcelStatus.CANCELLED_UPSTREAM,
         ParcelStatus.SHIPMENT_COLLECTED_BY_CUSTOMER,
+    }
+)
+# the carrier has these parcels: a cancellation is asked for and waits for its answer
+IN_CARRIER_HANDS = frozenset(
+    {
+        ParcelStatus.EN_ROUTE_TO_SORTING_CENTER,
+        ParcelStatus.DELIVERY_DELAYED,
+        ParcelStatus.SORTED,
+        ParcelStatus.NOT_SORTED,
+        ParcelStatus.BEING_SORTED,
+        ParcelStatus.DELIVERY_ATTEMPT_FAILED,
+        ParcelStatus.AWAITING_CUSTOMER_PICKUP,
+        ParcelStatus.SHIPMENT_PICKED_UP_BY_DRIVER,
+        ParcelStatus.PARCEL_EN_ROUTE,
+        ParcelStatus.DRIVER_EN_ROUTE,
+        ParcelStatus.AT_CUSTOMS,
+        ParcelStatus.AT_SORTING_CENTRE,
+        ParcelStatus.DELIVERY_METHOD_CHANGED,
+        ParcelStatus.DELIVERY_DATE_CHANGED,
+        ParcelStatus.DELIVERY_ADDRESS_CHANGED,
+        ParcelStatus.EXCEPTION,
     }
 )
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(8))

@@ -30,6 +30,7 @@ from parcelhook.app import create_app
 from parcelhook.config import Settings
 from parcelhook.domain.clock import FakeClock
 from parcelhook.domain.integrations import parse_changes
+from parcelhook.domain.parcels import parse_new_parcel
 from parcelhook.panel import present
 from parcelhook.runtime import Runtime
 from parcelhook.service import NewAccount
@@ -357,7 +358,9 @@ async def test_a_delivery_waiting_for_its_next_attempt_shows_as_retrying(tmp_pat
             ),
         )
         await service.create_parcel(
-            owner.account_id, owner.integration, {**PARCEL, "integration_id": shop.id}
+            owner.account_id,
+            owner.integration,
+            parse_new_parcel({**PARCEL, "integration_id": shop.id}),
         )
 
         async def attempted() -> bool:
@@ -402,7 +405,7 @@ async def new_parcel(served: Served, integration_id: int) -> int:
         answer = await api.post(
             "/api/v2/parcels", json={"parcel": {**PARCEL, "integration_id": integration_id}}
         )
-    assert answer.status_code == 201, answer.text
+    assert answer.status_code == 200, answer.text
     return int(answer.json()["parcel"]["id"])
 
 

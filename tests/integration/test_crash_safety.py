@@ -127,7 +127,7 @@ class Load:
             while not self.stop.is_set():
                 try:
                     r = await c.post("/api/v2/parcels", json={"parcel": PARCEL})
-                    if r.status_code == 201:
+                    if r.status_code == 200:
                         self.created += 1
                     else:
                         self.refused += 1

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from parcelhook.app import create_app
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain.retry import RetryPolicy
+from parcelhook.domain.senders import parse_sender_address
 from support.db_snapshot import changed_tables, snapshot
 from support.harness import Account, Harness, HarnessFactory, eventually
 from support.hostile_receiver import HostileReceiver, Mode
@@ -33,6 +34,10 @@ NO_TENANT_DATA = {
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
     ("GET", "/static"),
+    # Sendcloud's catalogue and statuses: the same for every account
+    ("GET", "/api/v2/parcels/statuses"),
+    ("GET", "/api/v2/shipping_methods"),
+    ("GET", "/api/v2/shipping_methods/{method_id}"),
 }
 # valid bodies, so that a refusal can only come from ownership (not from validation)
 API_BODIES: dict[tuple[str, str], Any] = {
@@ -111,6 +116,16 @@ async def build(h: Harness, rx: HostileReceiver) -> World:
     for owner in (shop, a.api.id):
         r = await a.call("POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": owner}})
         parcels.append(int(r.json()["parcel"]["id"]))
+    r = await a.call(
+        "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "request_label": True}}
+    )  # a parcel with a label, which B must not print
+    assert r.json()["parcel"]["label"]["label_printer"], r.text
+    sender = await h.service.add_sender_address(
+        a.account_id,
+        parse_sender_address(
+            {"contact_name": "A", "street": "S 1", "postal_code": "1", "city": "C", "country": "NL"}
+        ),
+    )
     r = await a.call("POST", f"/api/v2/parcels/{parcels[0]}/refund", {"refund": {"reason": "x"}})
     assert r.status_code == 201
 
@@ -131,6 +146,7 @@ async def build(h: Harness, rx: HostileReceiver) -> World:
             "integration_id": [a.api.id, shop],
             "parcel_id": parcels,
             "delivery_id": [failed[0], delivered[0]],
+            "sender_id": [sender.id],
         },
         b_integration=b.api.id,
         shop_name=shop_name,
@@ -382,7 +398,36 @@ async def _panel_add(_w: World, _a: httpx.AsyncClient, _p: PanelSession) -> list
     return []  # takes no id (like POST /api/v2/integrations)
 
 
+async def _update_parcel(world: World, api: httpx.AsyncClient, _p: PanelSession) -> list[str]:
+    found = []
+    for parcel_id in world.ids["parcel_id"]:
+        found += await _same_as_missing(
+            api,
+            "an update of A's parcel",
+            "PUT",
+            ("/api/v2/parcels", "/api/v2/parcels"),
+            ({"parcel": {"id": parcel_id, "name": "B"}}, {"parcel": {"id": MISSING, "name": "B"}}),
+        )
+    return found
+
+
+async def _user(world: World, api: httpx.AsyncClient, _p: PanelSession) -> list[str]:
+    r = await api.get("/api/v2/user")
+    mine = r.json()["user"]["email"] == "b-owner@example.com"
+    return [f"B's user shows {m}" for m in mentions_a(world, r.text)] + (
+        [] if mine else [f"B's user is {r.text[:100]}"]
+    )
+
+
+async def _senders(world: World, api: httpx.AsyncClient, _p: PanelSession) -> list[str]:
+    r = await api.get("/api/v2/user/addresses/sender")
+    return [] if r.json() == {"sender_addresses": []} else [f"B sees senders {r.text[:100]}"]
+
+
 NO_ID_PROBES = {
+    ("PUT", "/api/v2/parcels"): _update_parcel,
+    ("GET", "/api/v2/user"): _user,
+    ("GET", "/api/v2/user/addresses/sender"): _senders,
     ("GET", "/api/v2/integrations"): _list_integrations,
     ("POST", "/api/v2/integrations"): _create_integration,
     ("GET", "/api/v2/parcels"): _list_parcels,

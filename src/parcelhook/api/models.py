@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from parcelhook.domain import systems
 from parcelhook.domain.countries import COUNTRIES
@@ -36,6 +36,19 @@ _SYSTEM_ENUM: dict[str, Any] = {"enum": list(systems.SYSTEMS)}
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Open(BaseModel):
+    """Sendcloud's request objects: fields it does not document are ignored, as it does."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+def _number_as_text(value: Any) -> Any:
+    # Sendcloud takes 10 for "10" in its text fields (house numbers, postal codes…)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 _CARRIERS = Field(default=None, max_length=50)
@@ -98,30 +111,108 @@ class WebhookTestEnvelope(_In):
     integration: WebhookTestIntegration | None = None
 
 
-class ShipmentRef(_In):
+# -- parcels (Sendcloud's "Parcel Creation Object"; types here, meaning in the domain) ----
+
+_Text = Annotated[str, BeforeValidator(_number_as_text), Field(max_length=255)]
+_Decimal = Annotated[str | float | int, Field(json_schema_extra={"format": "decimal"})]
+
+
+class ShipmentRef(_Open):
     id: int = Field(json_schema_extra={"enum": list(SHIPMENT_METHODS)})
+    name: str | None = Field(default=None, max_length=255)
 
 
-class ParcelIn(_In):
-    name: str = Field(max_length=255)
-    address: str = Field(max_length=255)
-    city: str = Field(max_length=255)
-    postal_code: str = Field(max_length=255)
-    country: str = Field(max_length=2, json_schema_extra={"enum": list(COUNTRIES)})
-    company_name: str | None = Field(default=None, max_length=255)
-    house_number: str | None = Field(default=None, max_length=255)
-    telephone: str | None = Field(default=None, max_length=255)
-    email: str | None = Field(default=None, max_length=255)
-    weight: str | float | None = None
-    order_number: str | None = Field(default=None, max_length=255)
-    external_order_id: str | None = Field(default=None, max_length=255)
-    external_shipment_id: str | None = Field(default=None, max_length=255)
+class ParcelItemIn(_Open):
+    description: _Text
+    quantity: int = Field(ge=1, le=100_000)
+    value: _Decimal
+    weight: _Decimal | None = None
+    hs_code: str | None = Field(default=None, max_length=12)
+    origin_country: str | None = Field(default=None, max_length=2)
+    product_id: _Text | None = None
+    sku: _Text | None = None
+    item_id: _Text | None = None
+    properties: dict[str, str | None] | None = None
+    mid_code: _Text | None = None
+    material_content: _Text | None = None
+    intended_use: _Text | None = None
+    return_reason: _Text | None = None
+
+
+class ParcelIn(_Open):
+    """A parcel as Sendcloud's reference documents it; unknown fields are ignored."""
+
+    id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    name: _Text | None = None
+    address: _Text | None = None
+    city: _Text | None = None
+    postal_code: _Text | None = None
+    country: str | None = Field(
+        default=None, max_length=2, json_schema_extra={"enum": list(COUNTRIES)}
+    )
+    company_name: _Text | None = None
+    contract: int | None = Field(default=None, ge=1, le=MAX_ID)
+    address_2: _Text | None = None
+    house_number: _Text | None = None
+    telephone: _Text | None = None
+    email: _Text | None = None
+    request_label: bool | None = None
+    data: dict[str, Any] | None = None
+    country_state: _Text | None = None
     shipment: ShipmentRef | None = None
-    integration_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    weight: _Decimal | None = None
+    order_number: _Text | None = None
+    insured_value: int | None = Field(default=None, ge=0, le=5000)
+    total_insured_value: int | None = Field(default=None, ge=0, le=10_000)
+    total_order_value_currency: str | None = Field(default=None, max_length=3)
+    total_order_value: _Decimal | None = None
+    quantity: int | None = Field(default=None, ge=1, le=20)
+    shipping_method_checkout_name: _Text | None = None
+    to_post_number: _Text | None = None
+    to_service_point: int | None = Field(default=None, ge=1, le=MAX_ID)
+    sender_address: int | None = Field(default=None, ge=1, le=MAX_ID)
+    customs_invoice_nr: _Text | None = None
+    customs_shipment_type: int | None = Field(default=None, ge=0, le=4)
+    external_reference: _Text | None = None
+    reference: _Text | None = None
+    note: _Text | None = None
+    shipment_uuid: _Text | None = None
+    parcel_items: list[ParcelItemIn] | None = Field(default=None, max_length=200)
     is_return: bool | None = None
+    length: _Decimal | None = None
+    width: _Decimal | None = None
+    height: _Decimal | None = None
+    request_label_async: bool | None = None
+    apply_shipping_rules: bool | None = None
+    from_name: _Text | None = None
+    from_company_name: _Text | None = None
+    from_address_1: _Text | None = None
+    from_address_2: _Text | None = None
+    from_house_number: _Text | None = None
+    from_city: _Text | None = None
+    from_postal_code: _Text | None = None
+    from_country: str | None = Field(default=None, max_length=2)
+    from_telephone: _Text | None = None
+    from_email: _Text | None = None
+    from_vat_number: _Text | None = None
+    from_eori_number: _Text | None = None
+    from_inbound_vat_number: _Text | None = None
+    from_inbound_eori_number: _Text | None = None
+    from_ioss_number: _Text | None = None
+    from_country_state: _Text | None = None
+    customs_information: dict[str, Any] | None = None
+    # parcelhook's own: the integration an imported order belongs to
+    integration_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
-class ParcelEnvelope(_In):
+class ParcelCreateBody(_Open):
+    """`{"parcel": {...}}` for one parcel, `{"parcels": [...]}` for a batch."""
+
+    parcel: ParcelIn | None = None
+    parcels: list[ParcelIn] | None = Field(default=None, min_length=1, max_length=100)
+
+
+class ParcelUpdateBody(_Open):
     parcel: ParcelIn
 
 
@@ -218,6 +309,10 @@ class Country(BaseModel):
 
 
 class ParcelOut(BaseModel):
+    """The parcel (every documented field; the listed ones typed here)."""
+
+    model_config = ConfigDict(extra="allow")
+
     id: int
     name: str
     company_name: str
@@ -241,8 +336,106 @@ class ParcelOutEnvelope(BaseModel):
 
 
 class ParcelList(BaseModel):
-    parcels: list[ParcelOut]
     next: str | None
+    previous: str | None
+    parcels: list[ParcelOut]
+
+
+class FailedParcel(BaseModel):
+    parcel: dict[str, Any]
+    errors: dict[str, list[str]]
+
+
+class ParcelCreateOut(BaseModel):
+    """`{"parcel"}` for one parcel; `{"parcels", "failed_parcels"}` for a batch."""
+
+    parcel: ParcelOut | None = None
+    parcels: list[ParcelOut] | None = None
+    failed_parcels: list[FailedParcel] | None = None
+
+
+class ParcelUpdateOut(BaseModel):
+    """As the reference documents it: the updated parcel in a one-item list."""
+
+    parcel: list[ParcelOut]
+
+
+class CancelOut(BaseModel):
+    status: Literal["cancelled", "queued", "deleted"]
+    message: str
+
+
+class ReturnPortalOut(BaseModel):
+    url: str
+
+
+class LabelLinks(BaseModel):
+    normal_printer: list[str]
+    label_printer: str | None
+
+
+class LabelOut(BaseModel):
+    label: LabelLinks
+
+
+class ShippingCountry(BaseModel):
+    id: int
+    name: str
+    price: float
+    iso_2: str
+    iso_3: str
+    lead_time_hours: int | None
+
+
+class ShippingMethodOut(BaseModel):
+    id: int
+    name: str
+    carrier: str
+    min_weight: str
+    max_weight: str
+    service_point_input: str
+    price: float
+    countries: list[ShippingCountry]
+
+
+class ShippingMethodEnvelope(BaseModel):
+    shipping_method: ShippingMethodOut
+
+
+class ShippingMethodList(BaseModel):
+    next: str | None
+    previous: str | None
+    shipping_methods: list[ShippingMethodOut]
+
+
+class UserObject(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    username: str
+    email: str
+
+
+class UserOut(BaseModel):
+    user: UserObject
+
+
+class SenderAddressOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    contact_name: str
+    street: str
+    postal_code: str
+    city: str
+    country: str
+
+
+class SenderAddressList(BaseModel):
+    sender_addresses: list[SenderAddressOut]
+
+
+class SenderAddressOutEnvelope(BaseModel):
+    sender_address: SenderAddressOut
 
 
 class TrackingResult(BaseModel):

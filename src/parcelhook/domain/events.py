@@ -53,14 +53,33 @@ def make_event(account_id: int, payload: dict[str, Any]) -> Event:
     )
 
 
-def parcel_object(p: Parcel) -> dict[str, Any]:
+def label_links(p: Parcel, base_url: str) -> dict[str, Any]:
+    """Where a parcel's label is printed from, once it is announced (Sendcloud's shape)."""
+    if not p.has_label or not base_url:
+        return {"normal_printer": [], "label_printer": None}
+    root = base_url.rstrip("/")
+    return {
+        "normal_printer": [
+            f"{root}/api/v2/labels/normal_printer/{p.id}?start_from={n}" for n in range(4)
+        ],
+        "label_printer": f"{root}/api/v2/labels/label_printer/{p.id}",
+    }
+
+
+def parcel_object(p: Parcel, base_url: str = "") -> dict[str, Any]:
     """The parcel as `GET /api/v2/parcels/{id}` returns it and webhooks carry it."""
     iso3, country_name = COUNTRIES[p.country]
+    d = p.details
+    documents = []
+    if p.has_label and base_url:
+        link = f"{base_url.rstrip('/')}/api/v2/parcels/{p.id}/documents/label"
+        documents.append({"type": "label", "size": "a6", "link": link})
     return {
         "id": p.id,
         "name": p.name,
         "company_name": p.company_name,
         "address": f"{p.address} {p.house_number}".strip(),
+        "address_2": d.get("address_2", ""),
         "address_divided": {"street": p.address, "house_number": p.house_number},
         "city": p.city,
         "postal_code": p.postal_code,
@@ -68,23 +87,76 @@ def parcel_object(p: Parcel) -> dict[str, Any]:
         "email": p.email,
         "date_created": iso_seconds(p.created_ms),
         "date_updated": iso_seconds(p.updated_ms),
+        "date_announced": iso_seconds(p.announced_ms) if p.announced_ms is not None else None,
         "tracking_number": p.tracking_number,
         "tracking_url": TRACKING_URL.format(carrier=p.carrier_code, code=p.tracking_number),
         "weight": p.weight,
-        "label": {"normal_printer": [], "label_printer": None},
+        "label": label_links(p, base_url),
+        "documents": documents,
         "customs_declaration": {},
         "status": {"id": p.status_id, "message": STATUS_MESSAGES[p.status_id]},
-        "data": {},
+        "data": d.get("data", {}),
         "country": {"iso_2": p.country, "iso_3": iso3, "name": country_name},
+        "to_state": d.get("country_state"),
         "shipment": {"id": p.shipment_id, "name": p.shipment_name},
         "carrier": {"code": p.carrier_code},
         "order_number": p.order_number,
-        "shipment_uuid": None,
+        "shipment_uuid": d.get("shipment_uuid"),
         "external_order_id": p.external_order_id,
         "external_shipment_id": p.external_shipment_id,
+        "external_reference": p.external_reference,
+        "reference": d.get("reference", "0"),
         "is_return": p.is_return,
+        "insured_value": d.get("insured_value", 0),
+        "total_insured_value": d.get("total_insured_value", 0),
+        "total_order_value": d.get("total_order_value"),
+        "total_order_value_currency": d.get("total_order_value_currency"),
+        "quantity": d.get("quantity", 1),
+        "parcel_items": d.get("parcel_items", []),
+        "shipping_method_checkout_name": d.get("shipping_method_checkout_name", ""),
+        "to_post_number": d.get("to_post_number", ""),
+        "to_service_point": str(d["to_service_point"]) if "to_service_point" in d else None,
+        "customs_invoice_nr": d.get("customs_invoice_nr", ""),
+        "customs_shipment_type": d.get("customs_shipment_type"),
+        "sender_address": d.get("sender_address"),
+        "contract": d.get("contract"),
+        "length": d.get("length"),
+        "width": d.get("width"),
+        "height": d.get("height"),
+        "type": "letter" if p.carrier_code == "sendcloud" else "parcel",
+        "colli_uuid": d.get("shipment_uuid"),
+        "collo_nr": 0,
+        "collo_count": 1,
+        "note": d.get("note"),
         "integration_id": p.integration_id,
+        # the rest of what was sent (return-parcel senders, customs information, flags)
+        **{k: d[k] for k in _ECHOED if k in d},
     }
+
+
+# documented request fields the response schema has no place for: echoed under their names
+_ECHOED = (
+    "errors",
+    "apply_shipping_rules",
+    "request_label_async",
+    "customs_information",
+    "from_name",
+    "from_company_name",
+    "from_address_1",
+    "from_address_2",
+    "from_house_number",
+    "from_city",
+    "from_postal_code",
+    "from_country",
+    "from_telephone",
+    "from_email",
+    "from_vat_number",
+    "from_eori_number",
+    "from_inbound_vat_number",
+    "from_inbound_eori_number",
+    "from_ioss_number",
+    "from_country_state",
+)
 
 
 def integration_object(i: Integration) -> dict[str, Any]:
@@ -98,7 +170,7 @@ def integration_object(i: Integration) -> dict[str, Any]:
         "last_fetch": iso_ms(i.last_fetch_ms),
         "last_updated_at": iso_ms(i.last_updated_ms),
         "service_point_enabled": i.service_point_enabled,
-        "service_point_carriers": [],
+        "service_point_carriers": list(i.service_point_carriers),
         "webhook_active": i.webhook_active,
         "webhook_url": i.webhook_url,
     }
@@ -116,12 +188,12 @@ def refund_object(r: Refund) -> dict[str, Any]:
     }
 
 
-def parcel_status_changed(parcel: Parcel, now_ms: int) -> dict[str, Any]:
+def parcel_status_changed(parcel: Parcel, now_ms: int, base_url: str = "") -> dict[str, Any]:
     return {
         "action": systems.PARCEL_STATUS_CHANGED,
         "timestamp": now_ms,
         "carrier_status_change_timestamp": parcel.carrier_status_change_ms,
-        "parcel": parcel_object(parcel),
+        "parcel": parcel_object(parcel, base_url),
     }
 
 
@@ -129,12 +201,14 @@ def integration_changed(action: str, integration: Integration, now_ms: int) -> d
     return {"action": action, "timestamp": now_ms, "integration": integration_object(integration)}
 
 
-def refund_requested(refund: Refund, parcel: Parcel, now_ms: int) -> dict[str, Any]:
+def refund_requested(
+    refund: Refund, parcel: Parcel, now_ms: int, base_url: str = ""
+) -> dict[str, Any]:
     return {
         "action": systems.REFUND_REQUESTED,
         "timestamp": now_ms,
         "refund": refund_object(refund),
-        "parcel": parcel_object(parcel),
+        "parcel": parcel_object(parcel, base_url),
     }
 
 

@@ -36,6 +36,7 @@ class Integration:
     created_ms: int
     service_point_enabled: bool = False
     deleted_ms: int | None = None
+    service_point_carriers: tuple[str, ...] = ()
     # set when parcelhook turned the webhook off itself (its endpoint failed too long)
     disabled_reason: str | None = None
     disabled_ms: int | None = None
@@ -76,6 +77,7 @@ class IntegrationChanges:
     webhook_url: str | None = None
     webhook_signature_key: str | None = None
     service_point_enabled: bool | None = None
+    service_point_carriers: tuple[str, ...] | None = None
     # True when the request cleared the key (an empty string or null)
     clear_signature_key: bool = False
     clear_webhook_url: bool = False
@@ -181,6 +183,7 @@ def parse_changes(data: Any, *, creating: bool, replacing: bool = False) -> Inte
         webhook_url=url or None,
         webhook_signature_key=key or None,
         service_point_enabled=service_point,
+        service_point_carriers=tuple(carriers) if carriers is not None else None,
         clear_signature_key="webhook_signature_key" in data and not key,
         clear_webhook_url="webhook_url" in data and not url,
     )

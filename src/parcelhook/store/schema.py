@@ -60,6 +60,8 @@ integrations = Table(
     Column("created_ms", Ms, nullable=False),
     Column("service_point_enabled", Boolean, nullable=False, default=False),
     Column("deleted_ms", Ms),
+    # JSON list of carrier codes
+    Column("service_point_carriers", Text),
     # why and when parcelhook turned the webhook off (an endpoint failing too long)
     Column("disabled_reason", Text),
     Column("disabled_ms", Ms),
@@ -100,7 +102,41 @@ parcels = Table(
     Column("carrier_status_change_ms", Ms),
     Column("created_ms", Ms, nullable=False),
     Column("updated_ms", Ms, nullable=False),
+    # Sendcloud's other documented fields, JSON; when it got its label; its idempotence key
+    Column("details", Text),
+    Column("announced_ms", Ms),
+    Column("external_reference", String(255)),
     Index("parcels_account_updated", "account_id", "updated_ms", "id"),
+    Index("parcels_account_reference", "account_id", "external_reference"),
+)
+
+sender_addresses = Table(
+    "sender_addresses",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    *(
+        Column(name, String(255), nullable=False, server_default="")
+        for name in (
+            "company_name",
+            "contact_name",
+            "email",
+            "telephone",
+            "street",
+            "house_number",
+            "postal_box",
+            "postal_code",
+            "city",
+            "country",
+            "country_state",
+            "vat_number",
+            "eori_number",
+            "label",
+        )
+    ),
+    Column("is_default", Boolean, nullable=False, server_default=text("false")),
+    Column("created_ms", Ms, nullable=False),
+    Index("sender_addresses_account", "account_id", "id"),
 )
 
 refunds = Table(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, or_, select, text, update
@@ -48,13 +49,37 @@ def integration_from_row(row: Row[Any], box: SecretBox) -> Integration:
         last_updated_ms=row.last_updated_ms,
         created_ms=row.created_ms,
         service_point_enabled=bool(row.service_point_enabled),
+        service_point_carriers=tuple(
+            json.loads(row.service_point_carriers) if row.service_point_carriers else ()
+        ),
         deleted_ms=row.deleted_ms,
         disabled_reason=row.disabled_reason,
         disabled_ms=row.disabled_ms,
     )
 
 
-def _parcel_from_row(row: Row[Any]) -> Parcel:
+# the parcel columns an update may change (when the request names them)
+_CHANGEABLE = (
+    "name",
+    "company_name",
+    "address",
+    "house_number",
+    "city",
+    "postal_code",
+    "country",
+    "telephone",
+    "email",
+    "weight",
+    "order_number",
+    "external_order_id",
+    "external_shipment_id",
+    "shipment_id",
+    "is_return",
+    "external_reference",
+)
+
+
+def parcel_from_row(row: Row[Any]) -> Parcel:
     return Parcel(
         id=row.id,
         account_id=row.account_id,
@@ -79,6 +104,9 @@ def _parcel_from_row(row: Row[Any]) -> Parcel:
         created_ms=row.created_ms,
         updated_ms=row.updated_ms,
         carrier_status_change_ms=row.carrier_status_change_ms,
+        details=json.loads(row.details) if row.details else {},
+        announced_ms=row.announced_ms,
+        external_reference=row.external_reference,
     )
 
 
@@ -248,6 +276,7 @@ class Tx:
             "last_updated_ms": now_ms,
             "created_ms": now_ms,
             "service_point_enabled": bool(changes.service_point_enabled),
+            "service_point_carriers": json.dumps(list(changes.service_point_carriers or ())),
         }
         i = s.integrations
         new_id = (await self.conn.execute(insert(i).values(**values).returning(i.c.id))).scalar()
@@ -301,6 +330,8 @@ class Tx:
                 values[name] = value
         if changes.clear_webhook_url:
             values["webhook_url"] = None
+        if changes.service_point_carriers is not None:
+            values["service_point_carriers"] = json.dumps(list(changes.service_point_carriers))
         if changes.webhook_active:
             # turned on again: why it was turned off is history
             values["disabled_reason"] = None
@@ -346,8 +377,15 @@ class Tx:
         )
 
     async def create_parcel(
-        self, account_id: int, integration_id: int, new: NewParcel, now_ms: int, status_id: int
+        self,
+        account_id: int,
+        integration_id: int,
+        new: NewParcel,
+        now_ms: int,
+        status_id: int,
+        details: Mapping[str, Any] | None = None,
     ) -> Parcel:
+        kept = dict(details if details is not None else new.details)
         values: dict[str, Any] = {
             "account_id": account_id,
             "integration_id": integration_id,
@@ -370,12 +408,14 @@ class Tx:
             "status_id": status_id,
             "created_ms": now_ms,
             "updated_ms": now_ms,
+            "external_reference": new.external_reference,
         }
-        new_id = int((await self.conn.execute(_INSERT_PARCEL, values)).scalar_one())
+        row = {**values, "details": json.dumps(kept)}
+        new_id = int((await self.conn.execute(_INSERT_PARCEL, row)).scalar_one())
         values["tracking_number"] = tracking_number(new_id)
         await self.conn.execute(_SET_TRACKING, {"pid": new_id, "tn": values["tracking_number"]})
         # built from what was written: the row holds nothing else
-        return Parcel(id=new_id, carrier_status_change_ms=None, **values)
+        return Parcel(id=new_id, carrier_status_change_ms=None, details=kept, **values)
 
     async def parcel(self, account_id: int, parcel_id: int, *, lock: bool = False) -> Parcel:
         """The account's parcel; `lock` holds its row until the transaction ends (PostgreSQL:
@@ -384,7 +424,7 @@ class Tx:
         row = (await self.conn.execute(q, {"pid": parcel_id, "aid": account_id})).first()
         if row is None:
             raise NotFound("No such parcel.", field="id")
-        return _parcel_from_row(row)
+        return parcel_from_row(row)
 
     async def parcels_updated_after(
         self, account_id: int, after_ms: int, after_id: int, limit: int
@@ -400,7 +440,7 @@ class Tx:
             .order_by(p.c.updated_ms, p.c.id)
             .limit(limit)
         )
-        return [_parcel_from_row(r) for r in await self.conn.execute(q)]
+        return [parcel_from_row(r) for r in await self.conn.execute(q)]
 
     async def change_parcel_status(
         self, account_id: int, parcel_id: int, status_id: int, now_ms: int, carrier_ms: int | None
@@ -417,21 +457,31 @@ class Tx:
             "cms": carrier_ms,
         }
         row = (await self.conn.execute(_CHANGE_STATUS, params)).first()
-        return _parcel_from_row(row) if row is not None else None
+        return parcel_from_row(row) if row is not None else None
 
     async def set_parcel_status(
-        self, parcel: Parcel, status_id: int, now_ms: int, carrier_ms: int | None
+        self,
+        parcel: Parcel,
+        status_id: int,
+        now_ms: int,
+        carrier_ms: int | None,
+        *,
+        details: Mapping[str, Any] | None = None,
+        announced: bool = False,
     ) -> Parcel:
+        """A new status (`announced`: with a label from now on, `details` replaced)."""
         p = s.parcels
-        await self.conn.execute(
-            update(p)
-            .where(p.c.id == parcel.id)
-            .values(
-                status_id=status_id,
-                updated_ms=max(now_ms, parcel.updated_ms + 1),
-                carrier_status_change_ms=carrier_ms,
-            )
-        )
+        updated_ms = max(now_ms, parcel.updated_ms + 1)
+        values: dict[str, Any] = {
+            "status_id": status_id,
+            "updated_ms": updated_ms,
+            "carrier_status_change_ms": carrier_ms,
+        }
+        if details is not None:
+            values["details"] = json.dumps(dict(details))
+        if announced:
+            values["announced_ms"] = updated_ms
+        await self.conn.execute(update(p).where(p.c.id == parcel.id).values(**values))
         return await self.parcel(parcel.account_id, parcel.id)
 
     async def parcels_for_update(self, account_id: int, ids: Iterable[int]) -> dict[int, Parcel]:
@@ -445,7 +495,7 @@ class Tx:
         )
         if not self._sqlite:
             q = q.with_for_update()
-        return {r.id: _parcel_from_row(r) for r in await self.conn.execute(q)}
+        return {r.id: parcel_from_row(r) for r in await self.conn.execute(q)}
 
     async def set_parcel_statuses(self, parcels: Sequence[Parcel]) -> None:
         """Write the status fields of already-changed parcels, one statement for all."""
@@ -476,6 +526,34 @@ class Tx:
         i = s.integrations
         rows = await self.conn.execute(select(i).where(i.c.id.in_(sorted(set(ids)))))
         return {row.id: integration_from_row(row, self.box) for row in rows}
+
+    async def parcel_any_account(self, parcel_id: int) -> Parcel | None:
+        """A parcel whatever its account: only for checks that prove ownership otherwise."""
+        p = s.parcels
+        row = (await self.conn.execute(select(p).where(p.c.id == parcel_id))).first()
+        return parcel_from_row(row) if row else None
+
+    async def update_parcel(
+        self, parcel: Parcel, change: NewParcel, details: Mapping[str, Any], now_ms: int
+    ) -> Parcel:
+        """Change the fields `change` names (and the details); no status change, no event."""
+        p = s.parcels
+        values: dict[str, Any] = {
+            name: getattr(change, name)
+            for name in _CHANGEABLE
+            if name in change.given or (name == "shipment_id" and "shipment" in change.given)
+        }
+        values.pop("integration_id", None)
+        values["details"] = json.dumps(dict(details))
+        values["updated_ms"] = max(now_ms, parcel.updated_ms + 1)
+        await self.conn.execute(update(p).where(p.c.id == parcel.id).values(**values))
+        return await self.parcel(parcel.account_id, parcel.id)
+
+    async def parcel_by_reference(self, account_id: int, reference: str) -> bool:
+        """Whether a parcel of the account already has this `external_reference`."""
+        p = s.parcels
+        q = select(p.c.id).where(p.c.account_id == account_id, p.c.external_reference == reference)
+        return (await self.conn.execute(q.limit(1))).first() is not None
 
     async def create_refund(self, parcel: Parcel, reason: str, total: str, now_ms: int) -> Refund:
         r = s.refunds
