@@ -398,7 +398,7 @@ class Service:
             return await find_parcels(r, account_id, f, at, limit)
 
     async def change_status(
-        self, account_id: int, parcel_id: int, status_id: Any, carrier_ms: Any = None
+        self, account_id: int, parcel_id: int, status_id: int, carrier_ms: int | None = None
     ) -> Parcel:
         tracking.check_status(status_id, carrier_ms)
         async with self.store.transaction() as tx:
