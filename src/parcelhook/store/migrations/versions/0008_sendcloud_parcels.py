@@ -5,8 +5,8 @@ announced (`announced_ms`: a label exists) and their idempotence key
 (`external_reference`, looked up and filtered on); integrations keep their service-point
 carriers; accounts get sender addresses.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
