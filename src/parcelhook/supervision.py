@@ -22,7 +22,7 @@ class Backoff:
     """Seconds to wait after the n-th failure in a row: doubling from `first_s` to `cap_s`."""
 
     first_s: float = 0.1
-    cap_s: float = 10.0
+    cap_s: float = 5.0
 
     def delay(self, failures: int) -> float:
         return min(self.cap_s, self.first_s * float(2 ** max(0, min(failures - 1, 30))))
