@@ -18,6 +18,7 @@ import zxingcpp
 
 from support.harness import Account, HarnessFactory
 from support.hostile_receiver import HostileReceiver
+from support.panel_client import sign_in
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
 PARCEL: dict[str, Any] = {
@@ -422,3 +423,51 @@ async def test_openapi_declares_http_basic_and_both_error_styles(
     tests = doc["paths"]["/api/v2/integrations/{integration_id}/webhook-test"]["post"]
     own = tests["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     assert own.endswith("/ErrorOut")
+
+
+async def test_sender_addresses_are_edited_in_the_panel_and_print_on_labels(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(dispatcher=False)
+    acct = await h.account("sender-owner@example.com")
+    panel = await sign_in(h.base_url, "sender-owner@example.com", "password123")
+    try:
+        form = {
+            "company_name": "Schoenen BV",
+            "contact_name": "Piet Jansen",
+            "street": "Kerkstraat",
+            "house_number": "9",
+            "postal_code": "1017 GB",
+            "city": "Amsterdam",
+            "country": "nl",
+        }
+        r = await panel.post("/settings/sender-addresses", {**form, "country": "XX"})
+        assert r.status_code == 422 and "ISO 3166-1" in r.text
+        r = await panel.post("/settings/sender-addresses", form)
+        assert r.status_code == 303
+        (address,) = (await acct.call("GET", "/api/v2/user/addresses/sender")).json()[
+            "sender_addresses"
+        ]
+        assert address["company_name"] == "Schoenen BV" and address["country"] == "NL"
+        page = await panel.get(f"/settings/sender-addresses/{address['id']}")
+        assert page.status_code == 200 and "Kerkstraat" in page.text
+        r = await panel.post(
+            f"/settings/sender-addresses/{address['id']}",
+            {**form, "city": "Haarlem", "is_default": "on"},
+        )
+        assert r.status_code == 303
+        got = await acct.call("GET", f"/api/v2/user/addresses/sender/{address['id']}")
+        assert got.json()["sender_address"]["city"] == "Haarlem"
+        parcel = await create(acct, request_label=True, shipment={"id": 1343})
+        pdf = (await acct.client.get(parcel["label"]["label_printer"])).content
+        text = pypdfium2.PdfDocument(pdf)[0].get_textpage().get_text_range()
+        assert "Schoenen BV" in text and "Haarlem" in text
+        other = await h.account()
+        theirs = await other.call("GET", f"/api/v2/user/addresses/sender/{address['id']}")
+        assert theirs.status_code == 404
+        r = await panel.post(f"/settings/sender-addresses/{address['id']}", {"delete": "1"})
+        assert r.status_code == 303
+        after = await acct.call("GET", "/api/v2/user/addresses/sender")
+        assert after.json() == {"sender_addresses": []}
+    finally:
+        await panel.client.aclose()

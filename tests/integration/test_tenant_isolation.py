@@ -424,7 +424,19 @@ async def _senders(world: World, api: httpx.AsyncClient, _p: PanelSession) -> li
     return [] if r.json() == {"sender_addresses": []} else [f"B sees senders {r.text[:100]}"]
 
 
+async def _panel_senders(world: World, _a: httpx.AsyncClient, panel: PanelSession) -> list[str]:
+    r = await panel.get("/settings/sender-addresses")
+    ids = world.ids["sender_id"]
+    return [f"B's sender page links to {i}" for i in ids if f"sender-addresses/{i}" in r.text]
+
+
+async def _panel_add_sender(_w: World, _a: httpx.AsyncClient, _p: PanelSession) -> list[str]:
+    return []  # takes no id (like POST /settings/integrations)
+
+
 NO_ID_PROBES = {
+    ("GET", "/settings/sender-addresses"): _panel_senders,
+    ("POST", "/settings/sender-addresses"): _panel_add_sender,
     ("PUT", "/api/v2/parcels"): _update_parcel,
     ("GET", "/api/v2/user"): _user,
     ("GET", "/api/v2/user/addresses/sender"): _senders,
