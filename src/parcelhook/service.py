@@ -406,12 +406,13 @@ class Service:
             # the same change made twice at once emits one event; the stored change time
             # (strictly after the previous one) stamps the event
             now = self.clock.now_ms()
-            parcel = await tx.change_parcel_status(
+            changed = await tx.change_parcel_status(
                 account_id, parcel_id, status_id, now, carrier_ms
             )
-            if parcel is None:
+            if changed is None:
                 return await tx.parcel(account_id, parcel_id)  # unchanged, or NotFound
-            await self._emit_parcel(tx, parcel, parcel.updated_ms)
+            parcel, owner = changed
+            await self._emit_parcel(tx, parcel, parcel.updated_ms, owner)
             return parcel
 
     async def track_many(

@@ -10,7 +10,7 @@ from support.harness import HarnessFactory
 from support.statements import statements
 
 # statements per call, authentication included
-STATUS_CHANGE = {"sqlite": 7, "postgres": 4}
+STATUS_CHANGE = {"sqlite": 7, "postgres": 3}
 PARCEL_CREATE = {"sqlite": 8, "postgres": 5}
 
 PARCEL = {

@@ -43,6 +43,10 @@ def loop_engine(async_engine_url: URL, pragmas: tuple[str, ...]) -> Engine | Non
         # transactions are begun and ended explicitly; a connection is only ever returned
         # between them, so resetting it on return would be one more statement for nothing
         pool_reset_on_return=None,
+        # a full pool would make connect() wait on a lock, blocking the loop that has to
+        # give a connection back: never full (idle connections beyond 5 are closed)
+        pool_size=5,
+        max_overflow=-1,
     )
 
     @event.listens_for(engine, "connect")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -79,6 +79,17 @@ _CHANGEABLE = (
 )
 
 
+class _Prefixed:
+    """The columns of `row` named `prefix` + name, by name (another table's, joined in)."""
+
+    def __init__(self, row: Row[Any], prefix: str) -> None:
+        self._mapping = row._mapping
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        return self._mapping[self._prefix + name]
+
+
 def parcel_from_row(row: Row[Any]) -> Parcel:
     return Parcel(
         id=row.id,
@@ -148,7 +159,7 @@ def _delivery_from_row(
 _p, _i = s.parcels, s.integrations
 _PARCEL = select(_p).where(_p.c.id == bindparam("pid"), _p.c.account_id == bindparam("aid"))
 _PARCEL_FOR_UPDATE = _PARCEL.with_for_update()
-_CHANGE_STATUS = (
+_SET_STATUS = (
     update(_p)
     .where(
         _p.c.id == bindparam("pid"),
@@ -162,7 +173,12 @@ _CHANGE_STATUS = (
             (_p.c.updated_ms >= bindparam("now"), _p.c.updated_ms + 1), else_=bindparam("now")
         ),
     )
-    .returning(*_p.c)
+)
+_CHANGE_STATUS = _SET_STATUS.returning(*_p.c)
+# PostgreSQL returns the parcel's integration from the same statement (one round trip less);
+# SQLite's RETURNING cannot name another table, and a statement there costs no round trip
+_CHANGE_STATUS_WITH_OWNER = _SET_STATUS.where(_p.c.integration_id == _i.c.id).returning(
+    *_p.c, *(c.label(f"owner_{c.name}") for c in _i.c)
 )
 _INSERT_PARCEL = insert(_p).returning(_p.c.id)
 _SET_TRACKING = (
@@ -444,11 +460,12 @@ class Tx:
 
     async def change_parcel_status(
         self, account_id: int, parcel_id: int, status_id: int, now_ms: int, carrier_ms: int | None
-    ) -> Parcel | None:
+    ) -> tuple[Parcel, Integration | None] | None:
         """Give the account's parcel `status_id` unless it has it already: one statement,
         which locks the row (PostgreSQL re-checks a row another writer changed meanwhile).
         The change time is strictly after the previous one, so a parcel's events carry
-        strictly increasing timestamps. None when nothing changed (or no such parcel)."""
+        strictly increasing timestamps. None when nothing changed (or no such parcel); else
+        the parcel and, where the same statement could read it, its integration."""
         params = {
             "pid": parcel_id,
             "aid": account_id,
@@ -456,8 +473,14 @@ class Tx:
             "now": now_ms,
             "cms": carrier_ms,
         }
-        row = (await self.conn.execute(_CHANGE_STATUS, params)).first()
-        return parcel_from_row(row) if row is not None else None
+        statement = _CHANGE_STATUS if self._sqlite else _CHANGE_STATUS_WITH_OWNER
+        row = (await self.conn.execute(statement, params)).first()
+        if row is None:
+            return None
+        if self._sqlite:
+            return parcel_from_row(row), None
+        owner = integration_from_row(cast(Row[Any], _Prefixed(row, "owner_")), self.box)
+        return parcel_from_row(row), owner
 
     async def set_parcel_status(
         self,
