@@ -320,6 +320,11 @@ async def test_return_portal_url_opens_a_page_for_that_parcel(harness: HarnessFa
         assert page.status_code == 200 and parcel["tracking_number"] in page.text
         wrong = await browser.get(r.json()["url"].replace("code=", "code=X"))
         assert wrong.status_code == 404
+        # the page shows a recipient's name: knowing the (guessable) parcel id and postal
+        # code is not enough to open it, only the link the merchant was given
+        for guess in (parcel["postal_code"], parcel["postal_code"].replace(" ", ""), ""):
+            page = await browser.get(f"{h.base_url}/returns/{parcel['id']}", params={"code": guess})
+            assert page.status_code == 404
 
 
 async def test_shipping_methods_user_and_sender_addresses(harness: HarnessFactory) -> None:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from parcelhook.api import models as m
 from parcelhook.api.integrations import ERRORS, SC_ERRORS, CallerDep, _service
 from parcelhook.api.labels import base_url
+from parcelhook.api.returns import return_code
 from parcelhook.domain import events as ev
 from parcelhook.domain.clock import parse_iso_ms
 from parcelhook.domain.errors import DomainError, InvalidInput
@@ -202,8 +203,8 @@ async def return_portal_url(
 ) -> dict[str, Any]:
     """Where the recipient starts a return: parcelhook's own return page for the parcel."""
     parcel = await _service(request).get_parcel(caller.account_id, parcel_id)
-    code = parcel.postal_code.replace(" ", "").upper()
-    return {"url": f"{base_url(request)}/returns/{parcel.id}?code={quote(code)}"}
+    code = quote(return_code(parcel))
+    return {"url": f"{base_url(request)}/returns/{parcel.id}?code={code}"}
 
 
 @router.post(

@@ -1,7 +1,8 @@
 """/returns/{parcel_id}: the return portal a parcel's `return_portal_url` leads to.
 
-Like a carrier's return portal, it opens for whoever has the parcel's postal code (the
-`code` in the link); anything else is the same 404 as a parcel that does not exist.
+It needs no sign-in, so it opens only with the parcel's random shipment UUID (the `code` in
+the link): ids are sequential and postal codes guessable, and the page names the recipient.
+Anything else is the same 404 as a parcel that does not exist.
 """
 
 from __future__ import annotations
@@ -22,20 +23,23 @@ router = APIRouter(include_in_schema=False)
 
 
 def return_code(parcel: Parcel) -> str:
-    return parcel.postal_code.replace(" ", "").upper()
+    """The link's secret ("" for a parcel without one, which no link then opens)."""
+    code = parcel.details.get("shipment_uuid")
+    return code if isinstance(code, str) else ""
 
 
 @router.get("/returns/{parcel_id}", response_class=HTMLResponse)
 async def return_portal(
     request: Request,
     parcel_id: m.ParcelId,
-    code: Annotated[str, Query(max_length=32)] = "",
+    code: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
     service: Service = request.app.state.service
     parcel = await service.find_parcel_for_return(parcel_id)
-    if parcel is None or not secrets.compare_digest(
-        return_code(parcel).encode(), code.replace(" ", "").upper().encode()
-    ):
+    expected = "" if parcel is None else return_code(parcel)
+    if parcel is None or not expected:
+        raise NotFound("No such parcel.")
+    if not secrets.compare_digest(expected.encode(), code.encode()):
         raise NotFound("No such parcel.")
     e = html.escape
     page = f"""<!doctype html>
