@@ -10,7 +10,7 @@ from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain.clock import SystemClock
 from support.harness import HarnessFactory, eventually
-from support.hostile_receiver import HostileReceiver
+from support.hostile_receiver import HostileReceiver, Mode
 
 PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1234", "country": "NL"}
 LEASE_MS = 120_000
@@ -51,3 +51,31 @@ async def test_a_silent_dispatchers_deliveries_come_back_long_before_their_lease
     assert time.monotonic() - started < 5
     # the live dispatcher's own heartbeat is kept; the dead one's is gone
     assert await queue.heartbeat("someone-else:2:1", clock.now_ms(), 3_600_000) == 0
+
+
+async def test_a_dispatcher_full_of_slow_deliveries_keeps_beating(
+    harness: HarnessFactory,
+) -> None:
+    """Waiting for room (every slot held by a slow endpoint) is no silence: another
+    dispatcher must not take back, and send again, deliveries still being sent."""
+    h = await harness(dispatcher=False)
+    queue, clock = h.store.queue, SystemClock()
+    acct = await h.account()
+    async with HostileReceiver(Mode.hang()) as rx:
+        shop = await acct.shop(rx.url("/hook"))
+        r = await acct.call(
+            "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
+        )
+        assert r.status_code == 200
+        config = DispatcherConfig(heartbeat_ms=200, owner_dead_after_ms=1_000, max_in_flight=1)
+        async with Sender(timeout=4.0, allow_private=True, allow_http=True) as sender:
+            busy = Dispatcher(queue, sender, clock, config=config, owner="busy-host:1:cafe")
+            stop = asyncio.Event()
+            task = asyncio.create_task(busy.run(stop))
+            try:
+                await rx.wait_for_requests(1)
+                await asyncio.sleep(2.0)  # two dead-after periods into the hanging attempt
+                assert await queue.heartbeat("other-host:2:f00d", clock.now_ms(), 1_000) == 0
+            finally:
+                stop.set()
+                await task

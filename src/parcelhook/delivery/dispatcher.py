@@ -182,7 +182,7 @@ class Dispatcher:
                     raise RuntimeError("the outcome writer ended") from writer.exception()
                 if self._in_flight >= self.config.max_in_flight:
                     self._capacity.clear()
-                    await self._capacity.wait()
+                    await self._wait_for_room()
                     continue
                 self._wake.clear()
                 try:
@@ -231,6 +231,19 @@ class Dispatcher:
                 while not self._stopping:
                     self._wake.clear()
                     await self._wake.wait()
+
+    async def _wait_for_room(self) -> None:
+        """Wait for a free slot, beating meanwhile: a dispatcher whose every slot waits on
+        slow endpoints is alive, and must not have its deliveries taken back and sent twice."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.heartbeat_ms / 1000):
+                await self._capacity.wait()
+                return
+        try:
+            await self._heartbeat()
+        except Exception as exc:
+            # the database is away: the claim that follows a free slot backs off
+            self.claimer_health.failed(exc)
 
     async def _heartbeat(self) -> None:
         now = self.clock.now_ms()
