@@ -121,6 +121,7 @@ SERVE = (
     "forwarded_allow_ips",
     "secure_cookies",
     "secret_grace_hours",
+    "shipping_methods_file",
     "metrics_token",
 )
 WORKER = ("host", "http_port", "metrics_token")

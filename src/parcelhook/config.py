@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     secret_grace_hours: float = Field(
         24.0, ge=0, description="Hours a rotated webhook secret keeps verifying."
     )
+    shipping_methods_file: Path | None = Field(
+        None,
+        description="A JSON shipping-method catalogue (weights, countries, prices) instead "
+        "of the built-in one.",
+    )
     metrics_token: SecretStr | None = Field(
         None, description="When set, /metrics needs 'Authorization: Bearer TOKEN'."
     )

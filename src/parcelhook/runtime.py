@@ -20,6 +20,7 @@ from parcelhook.delivery.observe import DeliveryObserver
 from parcelhook.delivery.sender import Sender, check_target_resolves
 from parcelhook.delivery.transport import TransportFactory, WireTransport
 from parcelhook.domain.clock import Clock, SystemClock
+from parcelhook.domain.shipping import DEFAULT_CATALOGUE, load_catalogue
 from parcelhook.metrics import Metrics
 from parcelhook.service import Service
 from parcelhook.store import Store, masterkey
@@ -74,6 +75,11 @@ class Runtime:
             check_target=check_target_resolves,
             secret_grace_ms=int(settings.secret_grace_hours * 3600 * 1000),
             public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
+            shipping_methods=(
+                load_catalogue(settings.shipping_methods_file.read_text())
+                if settings.shipping_methods_file
+                else DEFAULT_CATALOGUE
+            ),
         )
         self.dispatcher: Dispatcher | None = None
         self.metrics = Metrics()

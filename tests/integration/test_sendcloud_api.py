@@ -299,6 +299,7 @@ async def test_a_requested_label_is_a_pdf_whose_barcode_is_the_tracking_number(
     assert decode_barcodes(label.content) == [parcel["tracking_number"]]
     r = await acct.call("GET", f"/api/v2/labels/{parcel['id']}")
     assert r.status_code == 200 and r.json() == {"label": links}
+    conforms(r.json(), "shipping.json#Label")
     # authenticated like the API; another account's label is not there at all
     async with httpx.AsyncClient(timeout=10) as anonymous:
         assert (await anonymous.get(links["label_printer"])).status_code == 401
@@ -476,3 +477,33 @@ async def test_sender_addresses_are_edited_in_the_panel_and_print_on_labels(
         assert after.json() == {"sender_addresses": []}
     finally:
         await panel.client.aclose()
+
+
+async def test_the_shipping_method_catalogue_is_configurable(
+    harness: HarnessFactory, tmp_path: Path
+) -> None:
+    catalogue = tmp_path / "methods.json"
+    catalogue.write_text(
+        json.dumps(
+            [
+                {
+                    "id": 1343,
+                    "name": "PostNL Light",
+                    "carrier": "postnl",
+                    "min_weight": "0.001",
+                    "max_weight": "1.000",
+                    "prices": {"NL": "4.10", "BE": "8.00"},
+                }
+            ]
+        )
+    )
+    h = await harness(dispatcher=False, shipping_methods_file=catalogue)
+    acct = await h.account()
+    r = await acct.call("GET", "/api/v2/shipping_methods")
+    (method,) = r.json()["shipping_methods"]
+    assert method["name"] == "PostNL Light" and method["max_weight"] == "1.000"
+    assert [(c["iso_2"], c["price"]) for c in method["countries"]] == [("NL", 4.1), ("BE", 8.0)]
+    heavy = await create(acct, request_label=True, shipment={"id": 1343}, weight="2")
+    assert heavy["status"]["id"] == 1002
+    light = await create(acct, request_label=True, shipment={"id": 1343}, weight="0.5")
+    assert light["status"]["id"] == 1000

@@ -14,6 +14,7 @@ from typing import Any
 
 from parcelhook.domain.countries import COUNTRIES
 from parcelhook.domain.errors import InvalidInput
+from parcelhook.domain.parcels import SHIPMENT_METHODS
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,11 @@ def load_catalogue(text: str) -> tuple[ShippingMethod, ...]:
         raise InvalidInput(f"The shipping-method catalogue is not valid: {exc}.") from None
     if not methods or len({m.id for m in methods}) != len(methods):
         raise InvalidInput("The shipping-method catalogue needs methods with distinct ids.")
+    unknown = sorted(m.id for m in methods if m.id not in SHIPMENT_METHODS)
+    if unknown:
+        # parcels name their method by id: the catalogue prices and limits the known ones
+        known = ", ".join(str(i) for i in SHIPMENT_METHODS)
+        raise InvalidInput(f"Shipping method {unknown[0]} is not one of {known}.")
     return methods
 
 
