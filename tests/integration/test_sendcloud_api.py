@@ -183,6 +183,9 @@ async def test_statuses_list_filters_and_cursor_pages(harness: HarnessFactory) -
     assert await listed("order_number=ORD-3") == [ids[3]]
     assert await listed(f"tracking_number={made[4]['tracking_number']}") == [ids[4]]
     assert await listed(f"ids={ids[0]},{ids[2]}") == [ids[0], ids[2]]
+    # an id no database column holds is bad input, not a crash
+    r = await acct.call("GET", f"/api/v2/parcels?ids={ids[0]},9999999999999999999")
+    assert r.status_code == 400, r.text
     assert await listed("updated_after=2000-01-01T00:00:00Z") == [*ids[:1], *ids[2:], ids[1]]
     assert await listed("announced_after=2000-01-01T00:00:00Z") == []
     # cursor pagination: forward through every page, then back again

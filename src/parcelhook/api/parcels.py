@@ -109,7 +109,8 @@ async def list_parcels(
     updated_after: Annotated[str | None, Query(max_length=64)] = None,
     announced_after: Annotated[str | None, Query(max_length=64)] = None,
     ids: Annotated[
-        str | None, Query(max_length=2100, pattern=r"^\d{1,19}(,\d{1,19}){0,99}$")
+        # 18 digits: every such id fits the 64-bit column (19 may overflow it)
+        str | None, Query(max_length=2100, pattern=r"^\d{1,18}(,\d{1,18}){0,99}$")
     ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     errors: Errors = None,
