@@ -474,6 +474,10 @@ async def test_sender_addresses_are_edited_in_the_panel_and_print_on_labels(
         other = await h.account()
         theirs = await other.call("GET", f"/api/v2/user/addresses/sender/{address['id']}")
         assert theirs.status_code == 404
+        # an id beyond any row is the same 404, not a crash
+        assert (
+            await panel.get("/settings/sender-addresses/99999999999999999999")
+        ).status_code == 404
         r = await panel.post(f"/settings/sender-addresses/{address['id']}", {"delete": "1"})
         assert r.status_code == 303
         after = await acct.call("GET", "/api/v2/user/addresses/sender")

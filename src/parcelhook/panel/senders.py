@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from parcelhook.domain.errors import DomainError, NotFound
+from parcelhook.domain.errors import DomainError
 from parcelhook.domain.senders import FIELD_NAMES, SenderAddress, parse_sender_address
-from parcelhook.panel.web import not_found, panel_of, text_field
+from parcelhook.panel.web import panel_of, text_field
 
 router = APIRouter(include_in_schema=False)
 _BASE = "/settings/sender-addresses"
@@ -64,10 +64,7 @@ async def add_sender_address(request: Request) -> Response:
 async def edit_sender_address(request: Request, sender_id: int) -> Response:
     panel = panel_of(request)
     account_id = panel.account_id(request)
-    try:
-        editing = await panel.service.sender_address(account_id, sender_id)
-    except NotFound:
-        raise not_found() from None
+    editing = await panel.sender_address(account_id, sender_id)
     return _page(request, await panel.service.sender_addresses(account_id), editing=editing)
 
 
@@ -76,10 +73,7 @@ async def save_sender_address(request: Request, sender_id: int) -> Response:
     panel = panel_of(request)
     account_id = panel.account_id(request)
     form = await panel.checked_form(request)
-    try:
-        editing = await panel.service.sender_address(account_id, sender_id)
-    except NotFound:
-        raise not_found() from None
+    editing = await panel.sender_address(account_id, sender_id)
     if "delete" in form:
         await panel.service.remove_sender_address(account_id, editing.id)
         return panel.redirect(request, f"{_BASE}?notice=saved")

@@ -14,6 +14,7 @@ from parcelhook import __version__
 from parcelhook.domain.deliveries import Delivery
 from parcelhook.domain.errors import NotFound
 from parcelhook.domain.integrations import Integration
+from parcelhook.domain.senders import SenderAddress
 from parcelhook.panel import present
 from parcelhook.panel.sessions import COOKIE, MAX_AGE_S, Session, SessionCodec
 from parcelhook.panel.throttle import SignInThrottle
@@ -145,6 +146,15 @@ class Panel:
             raise not_found()
         try:
             return await self.service.get_integration(account_id, integration_id)
+        except NotFound:
+            raise not_found() from None
+
+    async def sender_address(self, account_id: int, sender_id: int) -> SenderAddress:
+        """The account's sender address, or the 404 page (another account's looks the same)."""
+        if sender_id > _MAX_ID:
+            raise not_found()
+        try:
+            return await self.service.sender_address(account_id, sender_id)
         except NotFound:
             raise not_found() from None
 
