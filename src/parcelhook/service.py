@@ -312,13 +312,7 @@ class Service:
             # routed as it is in this transaction: the caller's copy is from before it
             owner = await tx.integration_by_id(acting.id) or acting
         if new.sender_address is not None:
-            try:
-                await sender_store.sender_address(tx, account_id, new.sender_address)
-            except NotFound:
-                raise InvalidInput(
-                    "sender_address names no sender address of this account.",
-                    field="sender_address",
-                ) from None
+            await _check_sender_address(tx, account_id, new.sender_address)
         if new.external_reference is not None and await tx.parcel_by_reference(
             account_id, new.external_reference
         ):
@@ -373,6 +367,7 @@ class Service:
             now = self.clock.now_ms()
             details = {**parcel.details, **change.details}
             if change.sender_address is not None:
+                await _check_sender_address(tx, account_id, change.sender_address)
                 details["sender_address"] = change.sender_address
             parcel = await tx.update_parcel(parcel, change, details, now)
             if change.request_label:
@@ -382,7 +377,7 @@ class Service:
         return parcel
 
     async def find_parcel_for_return(self, parcel_id: int) -> Parcel | None:
-        """Any account's parcel, for the return portal (which checks the postal code)."""
+        """Any account's parcel, for the return portal (which checks the link's code)."""
         async with self.store.reading() as r:
             return await r.parcel_any_account(parcel_id)
 
@@ -737,3 +732,14 @@ def _status_problem(result: AttemptResult) -> str | None:
     if 300 <= result.status_code < 400:
         return f"The endpoint answered {result.status_code} (redirects are not followed)."
     return f"The endpoint answered {result.status_code}; only 2xx counts as delivered."
+
+
+async def _check_sender_address(tx: Tx, account_id: int, address_id: int) -> None:
+    """Refuse (400) a sender address id that is not one of the account's."""
+    try:
+        await sender_store.sender_address(tx, account_id, address_id)
+    except NotFound:
+        raise InvalidInput(
+            "sender_address names no sender address of this account.",
+            field="sender_address",
+        ) from None

@@ -474,6 +474,10 @@ async def test_sender_addresses_are_edited_in_the_panel_and_print_on_labels(
         other = await h.account()
         theirs = await other.call("GET", f"/api/v2/user/addresses/sender/{address['id']}")
         assert theirs.status_code == 404
+        # nor can another account put this address on its parcels, made or changed
+        own = await create(other)
+        change = {"parcel": {"id": own["id"], "sender_address": address["id"]}}
+        assert (await other.call("PUT", "/api/v2/parcels", change)).status_code == 400
         # an id beyond any row is the same 404, not a crash
         assert (
             await panel.get("/settings/sender-addresses/99999999999999999999")
