@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test test-fast lint bench bench-crash clean dist browser-deps
+.PHONY: run test test-fast lint bench bench-crash clean dist browser-deps messages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
 browser-deps: node_modules/.package-lock.json
+
+# the panel's catalogues: extract messages.pot from the templates and panel code, then merge
+# it into each language's .po (translate the new entries; the .po files are the sources)
+LOCALES := src/parcelhook/panel/locales
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F $(LOCALES)/babel.cfg -k N_ --no-location --sort-output \
+		--omit-header -o $(LOCALES)/messages.pot .
+	$(BIN)/pybabel update -i $(LOCALES)/messages.pot -d $(LOCALES) -w 100 \
+		--no-fuzzy-matching --ignore-obsolete --ignore-pot-creation-date
 
 test: lint browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -41,7 +41,7 @@ from parcelhook.labels import Format, Sender, render_label
 from parcelhook.store import Store, Tx, webhook_log
 from parcelhook.store import sender_addresses as sender_store
 from parcelhook.store.parcel_queries import ParcelFilter, Position, find_parcels
-from parcelhook.store.webhook_log import Health
+from parcelhook.store.webhook_log import Health, LogFilter, LogRow
 
 # the public_key column's width: a longer one cannot name an integration
 _PUBLIC_KEY_MAX = 64
@@ -265,6 +265,9 @@ class Service:
             integration, msg_id=event.id, body=event.body, at_ms=now, signature_key=key
         )
         result = await self.sender.send(url, event.body, headers)
+        # the log shows every send, tests too (marked by their action)
+        async with self.store.transaction() as tx:
+            await webhook_log.record_test(tx, event, integration.id, result, now)
         return TestResult(
             delivered=result.succeeded,
             status_code=result.status_code,
@@ -671,6 +674,24 @@ class Service:
         async with self.store.transaction() as tx:
             await tx.integration(account_id, integration_id)
             return await webhook_log.retry_now(tx, account_id, now, integration_id=integration_id)
+
+    async def search_log(
+        self,
+        account_id: int,
+        found_by: LogFilter,
+        *,
+        order_number: str = "",
+        tracking_number: str = "",
+        limit: int = 50,
+    ) -> list[LogRow]:
+        """The webhook log, newest first; an order or tracking number finds its parcels."""
+        async with self.store.reading() as r:
+            if order_number or tracking_number:
+                ids = await webhook_log.parcels_matching(
+                    r, account_id, order_number=order_number, tracking_number=tracking_number
+                )
+                found_by = replace(found_by, parcel_ids=ids)
+            return await webhook_log.search(r, account_id, found_by, limit)
 
     async def integration_health(self, account_id: int, integration_id: int) -> Health:
         async with self.store.reading() as r:

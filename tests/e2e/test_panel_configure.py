@@ -13,7 +13,18 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from playwright.async_api import Page, expect
 
-from support.browsing import DESKTOP, PHONE, axe_violations, new_shop, sign_in
+from support.browsing import (
+    DESKTOP,
+    DOCS,
+    LOCALES,
+    PHONE,
+    UPDATE_DOCS,
+    axe_violations,
+    new_shop,
+    sentence,
+    sign_in,
+    words,
+)
 from support.hostile_receiver import HostileReceiver, Mode, refused_port
 
 if TYPE_CHECKING:
@@ -52,25 +63,56 @@ async def configure(open_page: OpenPage, served: Served, viewport: Any, js: bool
     return page
 
 
-@pytest.mark.parametrize(("viewport", "js"), MODES)
+@pytest.mark.parametrize(
+    ("viewport", "js", "lang"),
+    [
+        pytest.param(DESKTOP, True, "en", id="desktop-js-en"),
+        pytest.param(PHONE, False, "en", id="phone-nojs-en"),
+        pytest.param(DESKTOP, True, "it", id="desktop-js-it"),
+        pytest.param(PHONE, False, "it", id="phone-nojs-it"),
+    ],
+)
 async def test_a_dead_port_is_named_in_words(
-    open_page: OpenPage, served: Served, viewport: Any, js: bool, axe_source: str
+    open_page: OpenPage, served: Served, viewport: Any, js: bool, lang: str, axe_source: str
 ) -> None:
-    page = await configure(open_page, served, viewport, js)
+    _ = words(lang)
+    page = await open_page(viewport, js=js, locale=LOCALES[lang])
+    await sign_in(page, served, f"/settings/integrations/{served.integration_id}")
+    await expect(page.locator("html")).to_have_attribute("lang", lang)
     configure_url = page.url
     with refused_port() as port:
         url = f"http://127.0.0.1:{port}/hook"
         await page.locator("#webhook_url").fill(url)
         await page.locator("#webhook_signature_key").fill(KEY)
-        await press_test(page)
+        await press_test(page, _("Test API Webhook"))
         result = page.locator("#test-result")
         await expect(result).to_have_class(re.compile(r"\bbad\b"))
         await expect(result).to_contain_text(
-            re.compile(r"Not delivered: connection refused \(after \d+ ms\)\.")
+            sentence(
+                lang,
+                "Not delivered: %(problem)s (after %(ms)s ms).",
+                problem=re.escape(_("connection refused")),
+                ms=r"\d+",
+            )
         )
-    await answered_in_place(page, configure_url, typed_url=url, js=js)
+    await expect(page.locator("#test-button")).to_be_focused()
+    assert page.url == configure_url
+    await expect(page.locator("#webhook_url")).to_have_value(url)
+    assert KEY not in await page.content()
+    if not js:
+        await expect(page.locator("#webhook_signature_key")).to_have_value("")
+        await expect(page.locator("#key-private")).to_have_text(
+            _(
+                "The key you typed is not shown again, for your safety: "
+                "type it once more before saving."
+            )
+        )
     if js:
         assert await axe_violations(page, axe_source) == []
+        if UPDATE_DOCS and viewport == DESKTOP:
+            await page.screenshot(
+                path=str(DOCS / f"panel-configure-failing-{lang}.png"), full_page=True
+            )
 
 
 @pytest.mark.parametrize(("viewport", "js"), MODES)

@@ -4,15 +4,25 @@ scrolls sideways, and every action is on screen and can be pressed (not covered)
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page
+from playwright.async_api import Page, expect
 
-from support.browsing import DESKTOP, PHONE, axe_violations, new_parcel, new_shop, sign_in
+from support.browsing import (
+    DESKTOP,
+    LOCALES,
+    PHONE,
+    axe_violations,
+    new_parcel,
+    new_shop,
+    sign_in,
+    words,
+)
 from support.hostile_receiver import HostileReceiver, Mode
 
 if TYPE_CHECKING:
@@ -75,21 +85,30 @@ async def paths(served: Served, receiver: HostileReceiver) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "viewport", [pytest.param(DESKTOP, id="desktop"), pytest.param(PHONE, id="phone")]
+    ("viewport", "lang"),
+    [
+        pytest.param(DESKTOP, "en", id="desktop-en"),
+        pytest.param(PHONE, "en", id="phone-en"),
+        pytest.param(DESKTOP, "it", id="desktop-it"),
+        pytest.param(PHONE, "it", id="phone-it"),
+    ],
 )
 async def test_every_page_passes_axe_fits_and_keeps_every_action_usable(
     open_page: OpenPage,
     served: Served,
     paths: list[str],
     viewport: dict[str, int],
+    lang: str,
     axe_source: str,
 ) -> None:
-    page = await open_page(viewport)
+    page = await open_page(viewport, locale=LOCALES[lang])
     await page.goto(served.base_url + "/login")
     problems: dict[str, Any] = {}
 
     async def check(path: str) -> None:
         found = await axe_violations(page, axe_source)
+        if await page.get_attribute("html", "lang") != lang:
+            found.append("not in the browser's language")
         if await page.evaluate("document.documentElement.scrollWidth") > viewport["width"]:
             found.append("scrolls sideways")
         found += await page.evaluate(MISPLACED)
@@ -102,3 +121,29 @@ async def test_every_page_passes_axe_fits_and_keeps_every_action_usable(
         await page.goto(served.base_url + path)
         await check(path)
     assert problems == {}
+
+
+@pytest.mark.parametrize(
+    ("viewport", "js"),
+    [pytest.param(DESKTOP, True, id="desktop-js"), pytest.param(PHONE, False, id="phone-nojs")],
+)
+async def test_the_language_switcher_is_remembered_from_page_to_page(
+    open_page: OpenPage, served: Served, viewport: dict[str, int], js: bool
+) -> None:
+    _ = words("it")
+    page = await open_page(viewport, js=js)
+    await sign_in(page, served, "/settings/integrations")
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
+    await page.get_by_label("Language").select_option("it")
+    await page.get_by_role("button", name="Change language").click()
+    await expect(page.locator("html")).to_have_attribute("lang", "it")
+    await expect(page.locator("h1")).to_have_text(_("Integrations"))
+    assert page.url.endswith("/settings/integrations")
+    await page.goto(f"{served.base_url}/settings/integrations/{served.integration_id}")
+    await expect(page.get_by_label(_("Webhook feedback enabled"))).to_be_visible()
+    await expect(page.get_by_role("button", name=_("Test API Webhook"))).to_be_visible()
+    await expect(page.get_by_role("button", name=_("Save"), exact=True)).to_be_visible()
+    # a time is UTC in <time datetime>; the script shows it in the reader's zone
+    await page.goto(f"{served.base_url}/settings/log")
+    first = page.locator("time[datetime]").first
+    await expect(first).to_have_text(re.compile(r"^(?!.*UTC)") if js else re.compile("UTC$"))

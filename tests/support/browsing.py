@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +14,37 @@ from playwright.async_api import Page, expect
 # the two widths every panel feature is checked at
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+ROOT = Path(__file__).resolve().parents[2]
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+DOCS = ROOT / "docs"
+# the committed screenshots are refreshed only on request, so a test run leaves the tree clean
+UPDATE_DOCS = os.environ.get("PARCELHOOK_UPDATE_SCREENSHOTS") == "1"
+
+
+# the browser locales the suite reads the panel in
+LOCALES = {"en": "en-US", "it": "it-IT"}
+
+
+@functools.cache
+def catalogue(lang: str) -> Any:
+    """The panel's own translations for `lang`: tests expect exactly what a reader sees."""
+    from parcelhook.panel import i18n
+
+    return i18n.load()[lang]
+
+
+def words(lang: str) -> Callable[[str], str]:
+    gettext: Callable[[str], str] = catalogue(lang).gettext
+    return gettext
+
+
+def sentence(lang: str, message: str, **values: str) -> re.Pattern[str]:
+    """A translated message as a pattern; a value of "\\d+" stands for any number."""
+    marks = {k: f"\x00{k}\x00" for k in values}
+    text = re.escape(words(lang)(message) % marks)
+    for key, value in values.items():
+        text = text.replace(re.escape(marks[key]), value)
+    return re.compile(text)
 
 
 async def axe_violations(page: Any, source: str) -> list[str]:

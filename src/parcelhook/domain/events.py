@@ -23,6 +23,8 @@ class Event:
     action: str
     timestamp_ms: int
     body: bytes
+    # the parcel a parcel or refund event is about, so the log can be searched by it
+    parcel_id: int | None = None
 
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"  # ascending in ASCII, so ids sort by time
@@ -50,6 +52,7 @@ def make_event(account_id: int, payload: dict[str, Any]) -> Event:
         action=payload["action"],
         timestamp_ms=payload["timestamp"],
         body=signing.body_bytes(payload),
+        parcel_id=payload["parcel"]["id"] if "parcel" in payload else None,
     )
 
 

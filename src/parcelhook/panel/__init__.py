@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
-from parcelhook.panel import auth, integrations, log, senders
+from parcelhook.panel import auth, integrations, language, log, senders
 from parcelhook.panel.sessions import SessionCodec, signing_secret
 from parcelhook.panel.throttle import SignInThrottle
 from parcelhook.panel.web import Panel, install_error_pages, panel_of
@@ -31,6 +31,6 @@ def install_panel(app: FastAPI, runtime: Runtime) -> None:
     )
     install_error_pages(app)
     verified = [Depends(verify_session)]
-    for router in (auth.router, integrations.router, log.router, senders.router):
+    for router in (auth.router, integrations.router, log.router, senders.router, language.router):
         app.include_router(router, dependencies=verified)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")

@@ -13,12 +13,16 @@ from parcelhook.domain import keys, systems
 from parcelhook.domain.errors import DomainError, NotFound
 from parcelhook.domain.integrations import Integration, parse_changes
 from parcelhook.panel import log, present
+from parcelhook.panel.i18n import N_
 from parcelhook.panel.web import not_found, panel_of, text_field, wants_json
 from parcelhook.service import TestResult
 
 router = APIRouter(include_in_schema=False)
 _FORM_FIELDS = ("webhook_active", "webhook_url", "webhook_signature_key")
-_NOTICES = {"saved": "Settings saved.", "added": "Integration added. Configure its webhook below."}
+_NOTICES = {
+    "saved": N_("Settings saved."),
+    "added": N_("Integration added. Configure its webhook below."),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +54,13 @@ class Typed:
         return data
 
 
-def _problems(exc: DomainError) -> dict[str, str]:
+def _problems(request: Request, exc: DomainError) -> dict[str, str]:
+    """The error beside its field, in the reader's language where the catalogue has it."""
+    _ = panel_of(request).gettext(request)
     name = exc.field if exc.field in _FORM_FIELDS else None
-    return {name or "form": exc.message}
+    rules = exc.extra.get("rules")
+    message = present.weak_key_message(rules, _) if rules else _(exc.message)
+    return {name or "form": message}
 
 
 async def _configure(
@@ -67,15 +75,17 @@ async def _configure(
     tested: bool = False,
 ) -> Response:
     panel = panel_of(request)
+    _ = panel.gettext(request)
     notice = _NOTICES.get(request.query_params.get("notice", ""))
+    notice = _(notice) if notice else None
     if request.query_params.get("notice") == "sent":
-        notice = log.waiting_notice(request.query_params.get("count", ""))
+        notice = log.waiting_notice(request.query_params.get("count", ""), panel.ngettext(request))
     return panel.page(
         request,
         "configure.html",
         status,
         integration=integration,
-        system_name=present.system_name(integration.system),
+        system_name=present.heading_system(integration, _),
         is_api=integration.system == systems.API,
         events=present.events_for(integration.system),
         key_last4=(
@@ -87,13 +97,16 @@ async def _configure(
         url=typed.webhook_url if typed else (integration.webhook_url or ""),
         # a typed key is never sent back to the browser, so say why the field is empty
         key_dropped=bool(typed and typed.key),
-        rules=[(rule, words, rule in (failed_rules or [])) for rule, words in keys.RULES.items()],
+        # translated here: a "%" in a rule would trip the template's gettext formatting
+        rules=[
+            (rule, _(words), rule in (failed_rules or [])) for rule, words in keys.RULES.items()
+        ],
         checked_rules=failed_rules is not None,
         problems=problems or {},
         test=test,
         # without JavaScript the page comes back after Test: focus returns to the button
         tested=tested,
-        test_summary=present.test_summary(test) if test else None,
+        test_summary=present.test_summary(test, _) if test else None,
         notice=notice if status == 200 else None,
         health=await log.health(panel, panel.account_id(request), integration),
     )
@@ -108,12 +121,13 @@ def _list(
     shop_name: str = "",
     system: str = systems.API,
 ) -> Response:
+    _ = panel_of(request).gettext(request)
     return panel_of(request).page(
         request,
         "integrations.html",
         status,
         integrations=found,
-        system_name=present.system_name,
+        system_name=lambda system: _(present.system_name(system)),
         systems=systems.SYSTEMS,
         problem=problem,
         shop_name=shop_name,
@@ -172,7 +186,7 @@ async def save(request: Request, integration_id: int) -> Response:
             integration,
             status=422,
             typed=typed,
-            problems=_problems(exc),
+            problems=_problems(request, exc),
             failed_rules=exc.extra.get("rules"),
         )
     return panel.redirect(request, f"/settings/integrations/{integration.id}?notice=saved")
@@ -200,13 +214,15 @@ async def _test(
         raise not_found() from None
     except DomainError as exc:
         if wants_json(request):
-            return panel.json(request, {"error": exc.as_dict()}, exc.status)
+            error = exc.as_dict()
+            (error["message"],) = _problems(request, exc).values()
+            return panel.json(request, {"error": error}, exc.status)
         return await _configure(
             request,
             integration,
             status=exc.status,
             typed=typed,
-            problems=_problems(exc),
+            problems=_problems(request, exc),
             failed_rules=exc.extra.get("rules"),
             tested=True,
         )
@@ -217,7 +233,7 @@ async def _test(
             "duration_ms": result.duration_ms,
             "response_excerpt": result.response_excerpt,
             "error": result.error,
-            "summary": present.test_summary(result),
+            "summary": present.test_summary(result, panel.gettext(request)),
         }
         return panel.json(request, body)
     return await _configure(request, integration, typed=typed, test=result, tested=True)

@@ -3,39 +3,76 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from markupsafe import Markup
+
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.domain import deliveries as dl
-from parcelhook.domain import signing, systems
+from parcelhook.domain import keys, signing, systems
 from parcelhook.domain.deliveries import Delivery
+from parcelhook.domain.integrations import Integration
+from parcelhook.panel.i18n import N_, Gettext
 from parcelhook.service import TestResult
+from parcelhook.store.webhook_log import LogRow
 
 ELIDED: Final = "…"
 _SIGNATURE_HEADERS: Final = frozenset({"sendcloud-signature", "webhook-signature"})
 
 
-def when(ms: int | None) -> str:
-    """`2026-11-28 06:42:38 UTC`, or an em dash for never."""
+def when(ms: int | None) -> Markup:
+    """`<time datetime="…Z">2026-11-28 06:42:38 UTC</time>`, or an em dash for never.
+
+    The page's script rewrites the text in the reader's time zone and language; without
+    it the time stays UTC, labelled as such.
+    """
     if ms is None:
-        return "—"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return Markup("—")
+    at = datetime.fromtimestamp(ms / 1000, UTC)
+    return Markup('<time datetime="{}">{}</time>').format(
+        at.strftime("%Y-%m-%dT%H:%M:%SZ"), at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    )
 
 
 def system_name(system: str) -> str:
     return systems.SYSTEMS.get(system, system)
 
 
+def heading_system(integration: Integration, _: Gettext) -> str:
+    """The system beside an integration's name, unless the name already says it."""
+    name = system_name(integration.system)
+    return "" if name == integration.shop_name else _(name)
+
+
 # what each event means to a merchant, in the order Configure lists them
 EVENT_WORDS: Final = {
-    systems.PARCEL_STATUS_CHANGED: "A parcel's status changed",
-    systems.INTEGRATION_CONNECTED: "An integration was connected",
-    systems.INTEGRATION_UPDATED: "An integration's settings changed",
-    systems.INTEGRATION_DELETED: "An integration was deleted",
-    systems.REFUND_REQUESTED: "A refund was requested",
+    systems.PARCEL_STATUS_CHANGED: N_("A parcel's status changed"),
+    systems.INTEGRATION_CONNECTED: N_("An integration was connected"),
+    systems.INTEGRATION_UPDATED: N_("An integration's settings changed"),
+    systems.INTEGRATION_DELETED: N_("An integration was deleted"),
+    systems.REFUND_REQUESTED: N_("A refund was requested"),
 }
+# words made elsewhere that pages show, marked here for the catalogue: a delivery's states,
+# the API integration's system name, and the signature key's rules (parcelhook.domain.keys)
+STATE_WORDS: Final = (N_("delivered"), N_("failed"), N_("retrying"), N_("pending"))
+SYSTEM_WORDS: Final = (N_("API integration"),)
+RULE_WORDS: Final = {
+    "length": N_("at least 16 characters"),
+    "digit": N_("at least one digit"),
+    "uppercase": N_("at least one upper-case letter"),
+    "lowercase": N_("at least one lower-case letter"),
+    "special": N_("at least one special character (such as ! # % * or -)"),
+}
+assert RULE_WORDS == keys.RULES, "the checklist's words must be the domain's rules"
+
+
+def weak_key_message(rules: list[str], _: Gettext) -> str:
+    """The weak-key error in the reader's language, naming every failed rule."""
+    words = "; ".join(_(RULE_WORDS[r]) for r in rules if r in RULE_WORDS)
+    return _("The webhook signature key must have %(rules)s.") % {"rules": words}
 
 
 def events_for(system: str) -> list[tuple[str, str]]:
@@ -47,7 +84,7 @@ def events_for(system: str) -> list[tuple[str, str]]:
     ]
 
 
-def state(d: Delivery) -> str:
+def state(d: Delivery | LogRow) -> str:
     """delivered, failed, retrying (pending after a failed attempt) or pending."""
     if d.status == dl.PENDING and d.attempt_count > 0:
         return "retrying"
@@ -69,17 +106,18 @@ class Header:
     value: str
 
 
-def sent_headers(d: Delivery) -> list[Header]:
-    """The headers of the delivery's last attempt, signatures elided.
+def sent_headers(d: Delivery, at_ms: int | None = None) -> list[Header]:
+    """The headers the attempt at `at_ms` sent (default: the last), signatures elided.
 
     Signed with throwaway keys: the values are replaced anyway, and this way no real
     key is ever touched by a page.
     """
-    last = d.attempts[-1].at_ms if d.attempts else d.created_ms
+    if at_ms is None:
+        at_ms = d.attempts[-1].at_ms if d.attempts else d.created_ms
     headers = signing.webhook_headers(
         body=d.body or b"",
         msg_id=d.event_id,
-        timestamp=last // 1000,
+        timestamp=at_ms // 1000,
         signature_key="-",
         webhook_secrets=(),
         user_agent=USER_AGENT,
@@ -90,18 +128,48 @@ def sent_headers(d: Delivery) -> list[Header]:
     ]
 
 
-def test_summary(result: TestResult) -> str:
+# the sender's plain words for the commonest network failures (parcelhook.delivery.sender),
+# so that the test's answer reads in the merchant's language
+NETWORK_WORDS: Final = (
+    N_("connection refused"),
+    N_("connection reset by peer"),
+    N_("connection aborted"),
+    N_("host unreachable"),
+    N_("network unreachable"),
+    N_("connection closed by endpoint"),
+    N_("connection closed by endpoint without a response"),
+    N_("invalid HTTP response from endpoint"),
+)
+_TIMED_OUT: Final = re.compile(r"timed out after (\d+(?:\.\d+)?) s")
+_UNRESOLVED: Final = re.compile(r"could not resolve host (\S+)")
+
+
+def network_words(error: str, _: Gettext) -> str:
+    """A sender's error in the reader's language when it is a common one, else as it is."""
+    if error in NETWORK_WORDS:
+        return _(error)
+    if found := _TIMED_OUT.fullmatch(error):
+        return _("timed out after %(seconds)s s") % {"seconds": found.group(1)}
+    if found := _UNRESOLVED.fullmatch(error):
+        return _("could not resolve host %(host)s") % {"host": found.group(1)}
+    return error
+
+
+def test_summary(result: TestResult, _: Gettext) -> str:
     """The test's result in one sentence of plain words (the page and the script both show it)."""
-    took = f"in {result.duration_ms} ms"
+    numbers = {"status": result.status_code, "ms": result.duration_ms}
     if result.delivered:
-        return f"Delivered: the endpoint answered HTTP {result.status_code} {took}."
+        return _("Delivered: the endpoint answered HTTP %(status)s in %(ms)s ms.") % numbers
     if result.status_code is None:
-        return f"Not delivered: {result.error or 'no answer'} (after {result.duration_ms} ms)."
+        # the network error's own words come from the sender, in English
+        problem = network_words(result.error, _) if result.error else _("no answer")
+        return _("Not delivered: %(problem)s (after %(ms)s ms).") % {**numbers, "problem": problem}
     if 300 <= result.status_code < 400:
-        why = "Redirects are not followed: use the final URL."
+        why = _("Redirects are not followed: use the final URL.")
     else:
-        why = "Only an answer in the 2xx range counts as delivered."
+        why = _("Only an answer in the 2xx range counts as delivered.")
     # an error beside a status is a failure while reading the answer, worth naming
     if result.error and not result.error.startswith("The endpoint answered"):
         why = f"{result.error[:1].upper()}{result.error[1:]}."
-    return f"Not delivered: the endpoint answered HTTP {result.status_code} {took}. {why}"
+    said = _("Not delivered: the endpoint answered HTTP %(status)s in %(ms)s ms.") % numbers
+    return f"{said} {why}"

@@ -15,7 +15,8 @@ from parcelhook.domain.deliveries import Delivery
 from parcelhook.domain.errors import NotFound
 from parcelhook.domain.integrations import Integration
 from parcelhook.domain.senders import SenderAddress
-from parcelhook.panel import present
+from parcelhook.panel import i18n, present
+from parcelhook.panel.i18n import N_
 from parcelhook.panel.sessions import COOKIE, MAX_AGE_S, Session, SessionCodec
 from parcelhook.panel.throttle import SignInThrottle
 from parcelhook.service import Service
@@ -44,7 +45,7 @@ class PageError(Exception):
 
 
 def not_found() -> PageError:
-    return PageError(404, "Not found", "There is nothing here, or it is not yours to see.")
+    return PageError(404, N_("Not found"), N_("There is nothing here, or it is not yours to see."))
 
 
 class SignInRequired(Exception):
@@ -80,13 +81,31 @@ class Panel:
         self.codec = codec
         self.throttle = throttle
         self.secure_cookies = secure_cookies
-        self.templates = Environment(
+        self.translations = i18n.load()
+        # one environment per language, each with its catalogue installed for {% trans %}
+        self.environments = {lang: self._environment(lang) for lang in i18n.LANGUAGES}
+        self.templates = self.environments[i18n.DEFAULT]
+
+    def _environment(self, lang: str) -> Environment:
+        env = Environment(
             loader=PackageLoader("parcelhook.panel", "templates"),
             autoescape=True,
             undefined=StrictUndefined,
+            extensions=["jinja2.ext.i18n"],
         )
-        self.templates.filters["when"] = present.when
-        self.templates.globals["version"] = __version__
+        env.install_gettext_translations(self.translations[lang], newstyle=True)  # type: ignore[attr-defined]
+        env.filters["when"] = present.when
+        env.globals["version"] = __version__
+        env.globals["lang"] = lang
+        env.globals["languages"] = i18n.LANGUAGES
+        return env
+
+    def gettext(self, request: Request) -> i18n.Gettext:
+        """This request's language's gettext, for words built in Python."""
+        return self.translations[i18n.language_of(request)].gettext
+
+    def ngettext(self, request: Request) -> i18n.Ngettext:
+        return self.translations[i18n.language_of(request)].ngettext
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -118,9 +137,11 @@ class Panel:
         if not self.session(request).csrf_matches(form.get("csrf_token")):
             raise PageError(
                 403,
-                "This form has expired",
-                "The form did not carry this session's security token. It may be older than "
-                "your last sign-in. Go back, reload the page and try again.",
+                N_("This form has expired"),
+                N_(
+                    "The form did not carry this session's security token. It may be older "
+                    "than your last sign-in. Go back, reload the page and try again."
+                ),
             )
         return form
 
@@ -176,8 +197,13 @@ class Panel:
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
         session = self.session(request)
-        html = self.templates.get_template(template).render(
-            csrf_token=session.csrf, signed_in=session.account_id is not None, **context
+        env = self.environments[i18n.language_of(request)]
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        html = env.get_template(template).render(
+            csrf_token=session.csrf,
+            signed_in=session.account_id is not None,
+            here=here,
+            **context,
         )
         return self._finish(request, HTMLResponse(html, status_code=status))
 

@@ -108,6 +108,9 @@ parcels = Table(
     Column("external_reference", String(255)),
     Index("parcels_account_updated", "account_id", "updated_ms", "id"),
     Index("parcels_account_reference", "account_id", "external_reference"),
+    # the log's search by order and tracking number
+    Index("parcels_order_number", "account_id", "order_number"),
+    Index("parcels_tracking_number", "account_id", "tracking_number"),
 )
 
 sender_addresses = Table(
@@ -185,6 +188,8 @@ deliveries = Table(
     Column("last_error", Text),
     Column("created_ms", Ms, nullable=False),
     Column("updated_ms", Ms, nullable=False),
+    # the parcel a parcel or refund event is about, for the log's search
+    Column("parcel_id", Id),
     # PostgreSQL's claim goes in here: which integrations have pending deliveries, and each
     # one's oldest, one index probe each, however long another integration's backlog is.
     # (It replaced an index on next_attempt_ms alone, which claims walked through the due
@@ -211,6 +216,10 @@ deliveries = Table(
         postgresql_where=text("status = 'delivered'"),
     ),
     Index("deliveries_account_status", "account_id", "status", "id"),
+    # the log, newest first: account-wide, one integration by status, one parcel
+    Index("deliveries_account", "account_id", "id"),
+    Index("deliveries_integration_status", "integration_id", "status", "id"),
+    Index("deliveries_parcel", "parcel_id", "id"),
     Index("deliveries_event", "event_id"),
 )
 

@@ -20,6 +20,7 @@ from parcelhook.domain.events import Event
 from parcelhook.domain.integrations import Integration, IntegrationChanges
 from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
 from parcelhook.domain.signing import new_webhook_secret
+from parcelhook.domain.systems import TEST_WEBHOOK
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 
@@ -630,6 +631,7 @@ class Tx:
                 "integration_id": i.id,
                 "account_id": e.account_id,
                 "action": e.action,
+                "parcel_id": e.parcel_id,
                 "status": dl.PENDING,
                 "attempt_count": 0,
                 "schedule_base": 0,
@@ -710,6 +712,9 @@ class Tx:
             q = q.where(d.c.integration_id == integration_id)
         if action is not None:
             q = q.where(d.c.action == action)
+        else:
+            # the panel's test sends are logged for the panel, not the API's delivery log
+            q = q.where(d.c.action != TEST_WEBHOOK)
         if before_id is not None:
             q = q.where(d.c.id < before_id)
         return [_delivery_from_row(r) for r in await self.conn.execute(q)]
@@ -753,7 +758,10 @@ class Tx:
     ) -> int:
         """Queue settled deliveries again with a fresh retry schedule; returns how many."""
         d = s.deliveries
-        q = update(d).where(d.c.account_id == account_id, d.c.status != dl.PENDING)
+        # a test send went to a typed URL, not the integration's: never queue it again
+        q = update(d).where(
+            d.c.account_id == account_id, d.c.status != dl.PENDING, d.c.action != TEST_WEBHOOK
+        )
         if delivery_id is not None:
             q = q.where(d.c.id == delivery_id)
         if status is not None:

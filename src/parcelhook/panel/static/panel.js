@@ -2,8 +2,19 @@
 // Webhook without leaving the page. Everything also works with scripting off.
 (function () {
   "use strict";
+  // times come as UTC in <time datetime>; show them in the reader's zone and language,
+  // the UTC instant kept in the title
+  var lang = document.documentElement.lang || undefined;
+  document.querySelectorAll("time[datetime]").forEach(function (el) {
+    var at = new Date(el.getAttribute("datetime"));
+    if (isNaN(at)) return;
+    el.title = el.textContent;
+    el.textContent = at.toLocaleString(lang, { dateStyle: "medium", timeStyle: "medium" });
+  });
+
   var form = document.getElementById("configure");
   if (!form) return;
+  var words = form.dataset;
   var key = document.getElementById("webhook_signature_key");
   var toggle = document.getElementById("toggle-key");
   var testButton = document.getElementById("test-button");
@@ -22,7 +33,7 @@
     item.classList.toggle("met", state === "met");
     item.classList.toggle("unmet", state === "unmet");
     item.querySelector(".rule-state").textContent =
-      state === "met" ? " (met)" : state === "unmet" ? " (missing)" : "";
+      state === "met" ? words.met : state === "unmet" ? words.missing : "";
   }
 
   function check() {
@@ -39,7 +50,7 @@
   toggle.addEventListener("click", function () {
     var show = key.type === "password";
     key.type = show ? "text" : "password";
-    toggle.textContent = show ? "Hide" : "Show";
+    toggle.textContent = show ? words.hide : words.show;
     toggle.setAttribute("aria-pressed", show ? "true" : "false");
   });
 
@@ -65,7 +76,7 @@
       var item = form.querySelector('#key-rules li[data-rule="' + rule + '"]');
       if (item) mark(item, "unmet");
     });
-    show("bad", "Nothing was sent: " + (error.message || "the panel refused the test."), "");
+    show("bad", words.refused + " " + (error.message || ""), "");
   }
 
   function answered(response) {
@@ -86,7 +97,7 @@
     // aria-disabled, not disabled: a disabled button drops the keyboard focus to <body>
     busy = true;
     testButton.setAttribute("aria-disabled", "true");
-    show("", "Sending a test webhook…", "");
+    show("", words.sending, "");
     var body = new URLSearchParams(new FormData(form));
     body.delete("do");
     fetch(testButton.dataset.testUrl, {
@@ -96,7 +107,7 @@
       credentials: "same-origin"
     })
       .then(answered)
-      .catch(function () { show("bad", "The test could not be run: no answer from the panel.", ""); })
+      .catch(function () { show("bad", words.noAnswer, ""); })
       .finally(function () {
         busy = false;
         testButton.removeAttribute("aria-disabled");
