@@ -13,6 +13,7 @@ from sqlalchemy import text
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain.clock import FakeClock
 from parcelhook.domain.integrations import IntegrationChanges
+from parcelhook.domain.parcels import NewParcel
 from parcelhook.store import schema as s
 from parcelhook.store import webhook_log as wl
 from parcelhook.store.webhook_log import LogFilter
@@ -31,9 +32,8 @@ async def logged(harness: HarnessFactory) -> AsyncIterator[tuple[Harness, FakeCl
 
 
 async def _parcel(h: Harness, account: Any, order: str) -> Any:
-    return await h.service.create_parcel(
-        account.account_id, account.api, {**PARCEL, "order_number": order}
-    )
+    new = NewParcel(**{**PARCEL, "order_number": order})
+    return await h.service.create_parcel(account.account_id, account.api, new)
 
 
 async def _search(h: Harness, account_id: int, **kw: Any) -> list[int]:

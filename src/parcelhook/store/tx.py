@@ -202,11 +202,12 @@ WITH e AS (
         CAST(:e_id AS varchar[]), CAST(:e_account AS bigint[]), CAST(:e_action AS varchar[]),
         CAST(:e_ms AS bigint[]), CAST(:e_body AS text[]))
 ), d AS (
-    INSERT INTO deliveries (event_id, integration_id, account_id, action, status,
+    INSERT INTO deliveries (event_id, integration_id, account_id, action, parcel_id, status,
         attempt_count, schedule_base, next_attempt_ms, created_ms, updated_ms)
-    SELECT x.ev, x.iid, x.aid, x.act, 'pending', 0, 0, :now, :now, :now
+    SELECT x.ev, x.iid, x.aid, x.act, x.pid, 'pending', 0, 0, :now, :now, :now
     FROM unnest(CAST(:d_event AS varchar[]), CAST(:d_integration AS bigint[]),
-        CAST(:d_account AS bigint[]), CAST(:d_action AS varchar[])) AS x(ev, iid, aid, act)
+        CAST(:d_account AS bigint[]), CAST(:d_action AS varchar[]),
+        CAST(:d_parcel AS bigint[])) AS x(ev, iid, aid, act, pid)
 )
 SELECT pg_notify(:channel, '') WHERE CAST(:wake AS boolean)
 """
@@ -657,6 +658,7 @@ class Tx:
                     "d_integration": [r["integration_id"] for r in delivery_rows],
                     "d_account": [r["account_id"] for r in delivery_rows],
                     "d_action": [r["action"] for r in delivery_rows],
+                    "d_parcel": [r["parcel_id"] for r in delivery_rows],
                     "now": now_ms,
                     "channel": self.notify_channel or "",
                     "wake": bool(delivery_rows and self.notify_channel),
