@@ -210,7 +210,7 @@ def serve(demo: bool, **flags: Any) -> None:
     """
     settings = build_settings(**flags)
     _logging(settings)
-    if settings.workers > 1 and settings.is_sqlite:
+    if settings.workers > 1 and settings.single_writer:
         raise click.UsageError(
             "--workers needs PostgreSQL: SQLite lets one process write at a time, so more "
             "processes would only queue for its lock; on SQLite one process is the right shape."

@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError
 
 from parcelhook.domain.integrations import TargetPolicy
 from parcelhook.domain.retry import RetryPolicy
+from parcelhook.store import engine
 
 DEFAULT_DATABASE_URL = "sqlite:///parcelhook.db"
 ENV_PREFIX = "PARCELHOOK_"
@@ -223,22 +224,16 @@ class Settings(BaseSettings):
         )
 
     @property
-    def is_sqlite(self) -> bool:
-        return make_url(self.database_url).get_backend_name() == "sqlite"
-
-    @property
-    def sqlite_file(self) -> Path | None:
-        if not self.is_sqlite:
-            return None
-        database = make_url(self.database_url).database
-        return Path(database) if database and database != ":memory:" else None
+    def single_writer(self) -> bool:
+        """One process writes at a time (SQLite): `serve --workers` is refused."""
+        return engine.single_writer(self.database_url)
 
     @property
     def effective_key_file(self) -> Path | None:
         """The key file: the one given, else (SQLite) `NAME.key` next to the database file."""
         if self.key_file is not None:
             return self.key_file
-        db = self.sqlite_file
+        db = engine.database_file(self.database_url)
         return db.with_suffix(".key") if db is not None else None
 
     def shown(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -26,6 +27,20 @@ def normalise_url(url: str) -> str:
     elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
         u = u.set(drivername="postgresql+asyncpg")
     return u.render_as_string(hide_password=False)
+
+
+def single_writer(url: str) -> bool:
+    """Whether the database lets one process write at a time (SQLite), so more serving
+    processes would only queue for its lock."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def database_file(url: str) -> Path | None:
+    """The file an embedded (SQLite) database lives in; None for a server or in memory."""
+    if not single_writer(url):
+        return None
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 def create_private(path: str | None) -> None:
