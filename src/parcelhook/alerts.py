@@ -122,18 +122,24 @@ class FailingEndpoints:
         if self.mailer is not None:
             cutoff = now_ms - int(self.alert_after_hours * HOUR_MS)
             for f in await endpoint_health.failing_unannounced(self.store, cutoff, now_ms):
-                await self._mail(
+                sent = await self._mail(
                     failing_message(f, self.alert_after_hours, self.disable_after_hours)
                 )
+                if not sent:
+                    # marked as told when claimed (one process mails it); untold, it is
+                    # claimed again at the next check
+                    await endpoint_health.unannounce(self.store, f.integration_id, now_ms)
         self.metrics.failing.set(await endpoint_health.count_failing(self.store))
 
-    async def _mail(self, message: EmailMessage) -> None:
+    async def _mail(self, message: EmailMessage) -> bool:
+        """Send `message`; whether it went (False without SMTP settings too)."""
         if self.mailer is None:
-            return
+            return False
         try:
             await self.mailer.send(message)
         except Exception as exc:
             # the recipient address is the account's: name the failure, not the address
             log.warning("could not send a failing-endpoint e-mail: %s", type(exc).__name__)
-            return
+            return False
         self.metrics.alerts.labels("mailed").inc()
+        return True

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from parcelhook.alerts import SmtpMailer
 from parcelhook.domain.clock import FakeClock
 from support.harness import Account, Harness, HarnessFactory, eventually
 from support.hostile_receiver import HostileReceiver, Mode
@@ -93,6 +94,28 @@ async def test_the_account_is_told_then_the_webhook_is_turned_off(
     found = h.runtime.metrics.exposition().decode()
     assert 'parcelhook_endpoint_alerts_total{action="mailed"} 2.0' in found
     assert 'parcelhook_endpoint_alerts_total{action="disabled"} 1.0' in found
+
+
+async def test_an_alert_that_could_not_be_sent_is_sent_at_the_next_check(
+    harness: HarnessFactory, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]  # nothing listens here once it closes
+    clock = FakeClock()
+    h = await harness(clock=clock, smtp_host="127.0.0.1", smtp_port=dead_port, smtp_tls="none")
+    async with HostileReceiver() as rx:
+        await _failing_shop(h, rx)
+        await clock.advance(1.1 * HOUR)
+        await h.runtime.failing.check_once(clock.now_ms())  # the SMTP server is down
+        assert inbox.messages == []
+        # the SMTP server is back
+        settings = h.runtime.settings.model_copy(update={"smtp_port": port})
+        h.runtime.failing.mailer = SmtpMailer(settings)
+        await clock.advance(60)
+        await h.runtime.failing.check_once(clock.now_ms())
+        assert len(inbox.messages) == 1 and "failing" in inbox.messages[0]["Subject"]
 
 
 async def test_without_smtp_nothing_is_sent_and_the_webhook_is_still_turned_off(

@@ -101,3 +101,15 @@ async def failing_unannounced(store: Store, cutoff_ms: int, now_ms: int) -> list
         ],
         {"failing_alerted_ms": now_ms},
     )
+
+
+async def unannounce(store: Store, integration_id: int, alerted_ms: int) -> None:
+    """Take back `failing_unannounced`'s mark when its e-mail could not be sent, so a later
+    check tells the account after all (unless another check has marked it since)."""
+    i = s.integrations
+    async with store.transaction() as tx:
+        await tx.conn.execute(
+            update(i)
+            .where(i.c.id == integration_id, i.c.failing_alerted_ms == alerted_ms)
+            .values(failing_alerted_ms=None)
+        )
