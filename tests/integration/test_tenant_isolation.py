@@ -434,7 +434,51 @@ async def _panel_add_sender(_w: World, _a: httpx.AsyncClient, _p: PanelSession) 
     return []  # takes no id (like POST /settings/integrations)
 
 
+async def _panel_account_log(world: World, _a: httpx.AsyncClient, panel: PanelSession) -> list[str]:
+    """B's account-wide log shows none of A, and searching it for one of A's ids answers the
+    same page as searching for an id nobody has (the page echoes what was searched for)."""
+    r = await panel.get("/settings/log")
+    found = [f"B's account log shows {m}" for m in mentions_a(world, r.text)]
+    found += [
+        f"B's account log links to A's integration {i}"
+        for i in world.ids["integration_id"]
+        if f"/settings/integrations/{i}/" in r.text
+    ]
+    searches = [("event", e, "evt_" + "0" * 26) for e in world.event_ids]
+    searches += [("parcel", str(p), str(MISSING)) for p in world.ids["parcel_id"]]
+    for by, q, nobodys in searches:
+        got = await panel.get("/settings/log", params={"by": by, "q": q})
+        expected = await panel.get("/settings/log", params={"by": by, "q": nobodys})
+        if (got.status_code, unechoed(got.text, q)) != (
+            expected.status_code,
+            unechoed(expected.text, nobodys),
+        ):
+            found.append(f"B's account log searched by {by} for A's {q} differs from a missing id")
+    return found
+
+
+# the account log echoes a search in its search box and in the language form's `next`
+_ECHOES = ('name="q" type="search" value="{}"', 'q={}">')
+
+
+def unechoed(text: str, searched: str) -> str:
+    for echo in _ECHOES:
+        text = text.replace(echo.format(searched), echo)
+    return text
+
+
+async def _panel_language(world: World, _a: httpx.AsyncClient, panel: PanelSession) -> list[str]:
+    # a display preference kept in a cookie: it takes no id and reads no account's data
+    r = await panel.post("/language", {"lang": "it", "next": "/settings/integrations"})
+    if r.status_code != 303:
+        return [f"the language switch answered {r.status_code}"]
+    await panel.post("/language", {"lang": "en", "next": "/"})
+    return []
+
+
 NO_ID_PROBES = {
+    ("GET", "/settings/log"): _panel_account_log,
+    ("POST", "/language"): _panel_language,
     ("GET", "/settings/sender-addresses"): _panel_senders,
     ("POST", "/settings/sender-addresses"): _panel_add_sender,
     ("PUT", "/api/v2/parcels"): _update_parcel,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -92,13 +93,28 @@ def _sqlite_engine(url: str) -> Any:
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         dbapi_conn.execute("PRAGMA busy_timeout=30000")
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _enter_wal(dbapi_conn: Any, wait_s: float = 30.0) -> None:
+    """Switch a new database file to WAL. SQLite answers "database is locked" at once, without
+    its busy handler, while another starter holds a lock on a file still in rollback-journal
+    mode: so wait here, as long as the busy timeout would."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 async def _lock(conn: AsyncConnection, wait_s: float) -> None:
