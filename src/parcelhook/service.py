@@ -225,15 +225,17 @@ class Service:
         now = self.clock.now_ms()
         async with self.store.transaction() as tx:
             current = await tx.integration(account_id, integration_id)
-            return await tx.rotate_webhook_secret(current, now, self.secret_grace_ms)
+            rotated = await tx.rotate_webhook_secret(current, now, self.secret_grace_ms)
+            # a webhook setting changed (SPEC §2): signed with both secrets, as everything
+            # sent in the grace period, so a receiver on either verifies it
+            await self._emit_integration(tx, systems.INTEGRATION_UPDATED, rotated, now)
+            return rotated
 
     async def _emit_integration(
         self, tx: Tx, action: str, integration: Integration, now: int
     ) -> None:
-        event = ev.make_event(
-            integration.account_id, ev.integration_changed(action, integration, now)
-        )
-        await tx.enqueue(event, ev.recipients(action, integration), now)
+        event, recipients = ev.integration_event(action, integration, now)
+        await tx.enqueue(event, recipients, now)
 
     async def test_webhook(
         self,

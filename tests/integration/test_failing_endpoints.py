@@ -14,7 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from parcelhook.alerts import SmtpMailer
-from parcelhook.domain.clock import FakeClock
+from parcelhook.domain.clock import FakeClock, iso_ms
 from support.harness import Account, Harness, HarnessFactory, eventually
 from support.hostile_receiver import HostileReceiver, Mode
 
@@ -59,6 +59,18 @@ async def _failing_shop(h: Harness, rx: HostileReceiver) -> tuple[Account, int]:
     return acct, shop
 
 
+async def updates_of(acct: Account, integration_id: int) -> list[dict[str, Any]]:
+    """The `integration_updated` events about one integration in the account's events list."""
+    r = await acct.call("GET", "/api/v2/webhook-events", params={"limit": 500})
+    assert r.status_code == 200, r.text
+    return [
+        e["payload"]["integration"]
+        for e in r.json()["events"]
+        if e["action"] == "integration_updated"
+        and e["payload"]["integration"]["id"] == integration_id
+    ]
+
+
 async def test_the_account_is_told_then_the_webhook_is_turned_off(
     harness: HarnessFactory, smtp: tuple[Inbox, int]
 ) -> None:
@@ -85,6 +97,14 @@ async def test_the_account_is_told_then_the_webhook_is_turned_off(
         assert not integration.webhook_active
         assert integration.disabled_reason is not None
         assert "3 days" in integration.disabled_reason
+        # a change like any other (SPEC §2): integration_updated, in the events list; queued
+        # for no one, as the only integration that hears of it is this one, now off
+        (update,) = await updates_of(acct, shop)
+        assert update["webhook_active"] is False and update["failing_since"] is not None
+        assert len(await h.service.list_deliveries(acct.account_id, integration_id=shop)) == 1
+        await clock.advance(60)
+        await check(clock.now_ms())  # turned off once, announced once
+        assert len(await updates_of(acct, shop)) == 1
         assert len(inbox.messages) == 2 and "turned off" in inbox.messages[1]["Subject"]
         # turned on again by its owner: the reason is history
         r = await acct.call("PATCH", f"/api/v2/integrations/{shop}", {"webhook_active": True})
@@ -159,10 +179,12 @@ async def test_a_410_records_why_the_webhook_was_turned_off(harness: HarnessFact
         rx.route("/gone", Mode.status(410))
         acct = await h.account()
         shop = await acct.shop(rx.url("/gone"))
-        r = await acct.call(
-            "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
-        )
-        assert r.status_code in (200, 201)
+        assert await updates_of(acct, shop) == []
+        for _ in range(2):
+            r = await acct.call(
+                "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
+            )
+            assert r.status_code in (200, 201)
 
         async def off() -> bool:
             return not (await h.service.get_integration(acct.account_id, shop)).webhook_active
@@ -171,3 +193,9 @@ async def test_a_410_records_why_the_webhook_was_turned_off(harness: HarnessFact
     integration = await h.service.get_integration(acct.account_id, shop)
     assert integration.disabled_reason == "its endpoint answered 410 Gone"
     assert integration.disabled_ms is not None
+    # one integration_updated (the second 410 changed nothing), committed with the change
+    (update,) = await updates_of(acct, shop)
+    assert update["webhook_active"] is False
+    assert update["last_updated_at"] == iso_ms(integration.last_updated_ms)
+    deliveries = await h.service.list_deliveries(acct.account_id, integration_id=shop)
+    assert {d.action for d in deliveries} == {"parcel_status_changed"}

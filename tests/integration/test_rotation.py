@@ -78,7 +78,7 @@ async def test_a_rotated_secret_signs_alongside_the_old_one_for_the_grace_period
     h = await harness(clock=clock)
     acct = await h.account()
     async with HostileReceiver() as rx:
-        rx.route("/hook", Mode.ok(), Mode.status(500), Mode.status(500), Mode.ok())
+        rx.route("/hook", Mode.ok(), Mode.ok(), Mode.status(500), Mode.status(500), Mode.ok())
         r = await acct.call(
             "PATCH",
             f"/api/v2/integrations/{acct.api.id}",
@@ -96,9 +96,21 @@ async def test_a_rotated_secret_signs_alongside_the_old_one_for_the_grace_period
         assert await whsec(acct, acct.api.id) == new  # the owner sees only the current one
         stranger = "whsec_" + "A" * 43 + "="
 
+        # the rotation is a change of the integration's webhook settings (SPEC §2): its own
+        # integration_updated, signed with both secrets (a receiver on either verifies it)
+        told = (await rx.wait_for_requests(2))[1]
+        update = json.loads(told.body)
+        assert update["action"] == "integration_updated"
+        assert update["integration"]["id"] == acct.api.id
+        assert (
+            update["integration"]["last_updated_at"] == r.json()["integration"]["last_updated_at"]
+        )
+        assert new not in told.body.decode() and old not in told.body.decode()
+        assert len(signatures(told)) == 2 and verifies(new, told) and verifies(old, told)
+
         # during the grace period: two signatures, the new one first, each verifiable alone
         await new_parcel(acct)  # answered 500: retried later, after the grace period
-        first = (await rx.wait_for_requests(2))[1]
+        first = (await rx.wait_for_requests(3))[2]
         assert json.loads(first.body)["action"] == "parcel_status_changed"
         fresh, previous = signatures(first)
         assert verifies(new, first, fresh) and not verifies(old, first, fresh)
@@ -108,7 +120,7 @@ async def test_a_rotated_secret_signs_alongside_the_old_one_for_the_grace_period
 
         # a minute before the grace period ends, both still sign (the retry included)
         await clock.advance(24 * 3600 - 60)
-        retried = (await rx.wait_for_requests(3))[2]
+        retried = (await rx.wait_for_requests(4))[3]
         assert retried.headers["webhook-id"] == first.headers["webhook-id"]
         assert len(signatures(retried)) == 2
         assert verifies(new, retried) and verifies(old, retried)
@@ -116,11 +128,11 @@ async def test_a_rotated_secret_signs_alongside_the_old_one_for_the_grace_period
         # after it, only the new secret signs: new events and retries of older ones alike
         await clock.advance(2 * 60)
         await new_parcel(acct)
-        after = (await rx.wait_for_requests(4))[3]
+        after = (await rx.wait_for_requests(5))[4]
         assert len(signatures(after)) == 1
         assert verifies(new, after) and not verifies(old, after)
         await clock.advance(20 * 60)  # the second retry of the first parcel's event
-        last = (await rx.wait_for_requests(5))[4]
+        last = (await rx.wait_for_requests(6))[5]
         assert last.headers["webhook-id"] == first.headers["webhook-id"] and last.body == first.body
         assert len(signatures(last)) == 1
         assert verifies(new, last) and not verifies(old, last)

@@ -204,6 +204,14 @@ def integration_changed(action: str, integration: Integration, now_ms: int) -> d
     return {"action": action, "timestamp": now_ms, "integration": integration_object(integration)}
 
 
+def integration_event(
+    action: str, integration: Integration, now_ms: int
+) -> tuple[Event, list[Integration]]:
+    """An integration event about `integration` (as it is now) and who receives it."""
+    event = make_event(integration.account_id, integration_changed(action, integration, now_ms))
+    return event, recipients(action, integration)
+
+
 def refund_requested(
     refund: Refund, parcel: Parcel, now_ms: int, base_url: str = ""
 ) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
+from parcelhook.domain import events as ev
+from parcelhook.domain.systems import INTEGRATION_UPDATED
 from parcelhook.store import schema as s
 from parcelhook.store.store import Store
 
@@ -29,10 +31,16 @@ async def count_failing(store: Store) -> int:
 
 
 async def _claim(
-    store: Store, where: list[ColumnElement[bool]], values: dict[str, object]
+    store: Store,
+    where: list[ColumnElement[bool]],
+    values: dict[str, object],
+    *,
+    announce: bool = False,
 ) -> list[Failing]:
     """Set `values` on the failing integrations matching `where`, and return those this call
-    changed: with several processes checking, each integration is acted on by one."""
+    changed: with several processes checking, each integration is acted on by one.
+    `announce`: a change of its settings, so each one changed emits `integration_updated`
+    in the same transaction."""
     i, a = s.integrations, s.accounts
     base = [i.c.failing_since_ms.is_not(None), i.c.deleted_ms.is_(None), *where]
     async with store.transaction() as tx:
@@ -48,6 +56,11 @@ async def _claim(
         for row in found:
             done = await tx.conn.execute(update(i).where(i.c.id == row.id, *base).values(**values))
             if done.rowcount:
+                if announce:
+                    changed = await tx.integration(row.account_id, row.id)
+                    now_ms = int(changed.last_updated_ms)
+                    event, recipients = ev.integration_event(INTEGRATION_UPDATED, changed, now_ms)
+                    await tx.enqueue(event, recipients, now_ms)
                 d = s.deliveries
                 last_error = (
                     await tx.conn.execute(
@@ -82,6 +95,9 @@ async def disable_failing(store: Store, cutoff_ms: int, now_ms: int, reason: str
             "disabled_ms": now_ms,
             "last_updated_ms": now_ms,
         },
+        # routed like any integration_updated, to the integration itself, which is off now:
+        # kept in the events list (GET /api/v2/webhook-events), queued for no one
+        announce=True,
     )
 
 

@@ -188,6 +188,16 @@ FROM o WHERE d.id = o.id AND d.lease_owner = o.lease
 """
 
 
+# as on SQLite (sqlite.py): of those that answered 410, the ones OUTCOMES_SQL turns off,
+# locked until it has; then how they read after it
+TURNING_OFF_SQL = """
+SELECT id FROM integrations WHERE id = ANY($1::bigint[]) AND webhook_active FOR UPDATE
+"""
+TURNED_OFF_SQL = "SELECT * FROM integrations WHERE id = ANY($1::bigint[])"
+EVENT_SQL = """
+INSERT INTO events (id, account_id, action, timestamp_ms, body) VALUES ($1, $2, $3, $4, $5)
+"""
+
 # a dispatcher's heartbeat; those silent since $1, forgotten; a forgotten one's leases
 HEARTBEAT_SQL = """
 INSERT INTO dispatchers (owner, heartbeat_ms) VALUES ($1, $2)
@@ -321,15 +331,19 @@ class PostgresQueue:
         now = max(o.at_ms for o in outcomes)
         columns = [list(c) for c in zip(*states, strict=True)]
         columns += [list(c) for c in zip(*attempts, strict=True)] or [[]] * 6
+        args = (*columns, list(health.ok), list(health.failing), now, list(health.gone))
         async with self._conn() as pg:
-            await pg.execute(
-                OUTCOMES_SQL,
-                *columns,
-                list(health.ok),
-                list(health.failing),
-                now,
-                list(health.gone),
-            )
+            if not health.gone:
+                await pg.execute(OUTCOMES_SQL, *args)
+                return
+            # rare (an endpoint answered 410): the webhooks it turns off emit their
+            # integration_updated in the same transaction
+            async with pg.transaction():
+                off = [r["id"] for r in await pg.fetch(TURNING_OFF_SQL, list(health.gone))]
+                await pg.execute(OUTCOMES_SQL, *args)
+                if off:
+                    rows = await pg.fetch(TURNED_OFF_SQL, off)
+                    await pg.executemany(EVENT_SQL, queue.turned_off_events(rows, self._box, now))
 
     async def next_due_ms(self) -> int | None:
         async with self._conn() as pg:

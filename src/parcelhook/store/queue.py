@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from types import SimpleNamespace
+from typing import Any, Protocol, cast
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from parcelhook.domain import events as ev
 from parcelhook.domain.deliveries import Claimed
 from parcelhook.domain.integrations import Integration
 from parcelhook.domain.outcome import Outcome
+from parcelhook.domain.systems import INTEGRATION_UPDATED
 from parcelhook.domain.text import storable
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
@@ -140,6 +143,21 @@ def outcome_rows(
 def _storable(value: str | None) -> str | None:
     # what an endpoint sent back (an excerpt, an error naming its bytes) may hold anything
     return None if value is None else storable(value)
+
+
+def turned_off_events(rows: Iterable[Any], box: SecretBox, now_ms: int) -> list[tuple[Any, ...]]:
+    """The events rows (id, account_id, action, timestamp_ms, body) of the
+    `integration_updated` each integration a 410 has just turned off emits (SPEC §2: any
+    change to an integration does), from its rows as read after the change. Routed like any
+    integration event, to the integration itself, which is off now: queued for no one."""
+    out = []
+    for row in rows:
+        # sqlite3.Row and asyncpg's Record alike, read by attribute as SQLAlchemy's rows are
+        integration = integration_from_row(cast("Row[Any]", SimpleNamespace(**dict(row))), box)
+        e, recipients = ev.integration_event(INTEGRATION_UPDATED, integration, now_ms)
+        assert not recipients, "a webhook turned off has no one to deliver to"
+        out.append((e.id, e.account_id, e.action, e.timestamp_ms, e.body.decode("ascii")))
+    return out
 
 
 async def integrations_by_id(

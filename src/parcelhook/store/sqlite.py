@@ -116,6 +116,14 @@ WHERE (id IN (SELECT value FROM json_each(?1)) AND failing_since_ms IS NOT NULL)
    OR (id IN (SELECT value FROM json_each(?3)) AND webhook_active)
 """
 
+# of the integrations that answered 410 (?1, JSON), those HEALTH_SQL is about to turn off;
+# then how they read after it, for the integration_updated each emits
+TURNING_OFF_SQL = """
+SELECT id FROM integrations WHERE id IN (SELECT value FROM json_each(?1)) AND webhook_active
+"""
+TURNED_OFF_SQL = "SELECT * FROM integrations WHERE id IN (SELECT value FROM json_each(?1))"
+EVENT_SQL = "INSERT INTO events (id, account_id, action, timestamp_ms, body) VALUES (?, ?, ?, ?, ?)"
+
 NEXT_DUE_SQL = "SELECT min(next_attempt_ms) FROM deliveries WHERE status = 'pending'"
 
 
@@ -275,10 +283,20 @@ class SqliteQueue:
                     await hot.executemany(ATTEMPTS_SQL, attempts)
                 await hot.executemany(STATES_SQL, states)
                 if health:
-                    await hot.execute(
-                        HEALTH_SQL,
-                        (as_json(health.ok), as_json(health.failing), as_json(health.gone), now),
+                    gone = as_json(health.gone)
+                    # rare (an endpoint answered 410): the write lock is held, so exactly
+                    # these are turned off by this batch
+                    off = health.gone and as_json(
+                        r[0] for r in await hot.execute_fetchall(TURNING_OFF_SQL, (gone,))
                     )
+                    await hot.execute(
+                        HEALTH_SQL, (as_json(health.ok), as_json(health.failing), gone, now)
+                    )
+                    if off:
+                        rows = await hot.execute_fetchall(TURNED_OFF_SQL, (off,))
+                        await hot.executemany(
+                            EVENT_SQL, queue.turned_off_events(rows, self._box, now)
+                        )
                 await hot.execute("COMMIT")
             except Exception:
                 await hot.execute("ROLLBACK")
