@@ -31,6 +31,7 @@ from parcelhook.domain.clock import FakeClock
 from parcelhook.domain.deliveries import Attempt, Claimed
 from parcelhook.domain.integrations import Integration
 from parcelhook.domain.outcome import Outcome, health_changes
+from parcelhook.store.queue import Beat
 
 __all__ = [
     "FakeClock",
@@ -180,7 +181,8 @@ class MemoryQueue:
                 self.released += 1
         await asyncio.sleep(0)
 
-    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> int:
+    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> Beat:
+        known = owner in self.heartbeats
         self.heartbeats[owner] = now_ms
         revived = 0
         for gone in [o for o, at in self.heartbeats.items() if at < now_ms - dead_after_ms]:
@@ -190,7 +192,7 @@ class MemoryQueue:
                     d.next_attempt_ms, d.lease_owner = now_ms, None
                     revived += 1
         await asyncio.sleep(0)
-        return revived
+        return Beat(known, revived)
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:

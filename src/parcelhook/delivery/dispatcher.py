@@ -61,6 +61,12 @@ class DispatcherConfig:
     # taken for dead and its deliveries are given back then, not when their leases end
     heartbeat_ms: int = 3_000
     owner_dead_after_ms: int = 15_000
+    # a delivery is sent only while the last beat the database confirmed is younger than
+    # this: another dispatcher takes this one for dead `owner_dead_after_ms` after that
+    # beat, so what remains is the time a send has to put its request on the wire
+    # (a stalled event loop, or a database this process cannot reach, must not send what
+    # another process took over)
+    send_fence_ms: int = 7_500
 
 
 async def record_isolating(
@@ -128,7 +134,9 @@ class Dispatcher:
         self.clock = clock
         self.policy = policy or RetryPolicy()
         self.config = config or DispatcherConfig()
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._named = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.owner = self._named
+        self._lives = 1  # a new name for each life after being taken for dead
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._lanes: dict[int, _Lane] = {}
@@ -155,7 +163,10 @@ class Dispatcher:
         self.claimer_health = health.loop("dispatcher", turns_every_ms=self.config.poll_ms)
         self.writer_health = health.loop("outcome writer")
         self.backoff = Backoff()
-        self._last_beat_ms = -(2**62)
+        self._last_beat_ms = -(2**62)  # the last beat the database confirmed
+        self._beaten = False
+        self._beat_turn = asyncio.Lock()
+        self._beat_failures = 0
 
     def wake(self) -> None:
         """Something was queued: claim now rather than at the next poll."""
@@ -249,10 +260,65 @@ class Dispatcher:
         now = self.clock.now_ms()
         if now - self._last_beat_ms < self.config.heartbeat_ms:
             return
-        revived = await self.queue.heartbeat(self.owner, now, self.config.owner_dead_after_ms)
+        async with self._beat_turn:
+            await self._beat()
+
+    async def _beat(self) -> None:
+        now = self.clock.now_ms()  # before the statement: its confirmation holds from here
+        beat = await self.queue.heartbeat(self.owner, now, self.config.owner_dead_after_ms)
+        if self._beaten and not beat.known:
+            self._taken_for_dead()
+            beat = await self.queue.heartbeat(self.owner, now, self.config.owner_dead_after_ms)
+        self._beaten = True
         self._last_beat_ms = now
-        if revived:
-            log.warning("%d deliveries of a dispatcher that stopped beating are due again", revived)
+        if beat.revived:
+            log.warning(
+                "%d deliveries of a dispatcher that stopped beating are due again", beat.revived
+            )
+
+    def _may_send(self) -> bool:
+        return self.clock.now_ms() - self._last_beat_ms < self.config.send_fence_ms
+
+    async def _confirm_alive(self) -> None:
+        """Beat now (one task for all lanes); on a failure wait a backoff first, so a lane
+        tries again afterwards. Its deliveries are held unsent meanwhile: if this process
+        cannot reach the database, another may have taken them over."""
+        async with self._beat_turn:
+            if self._may_send():
+                return  # another lane's beat just confirmed it
+            try:
+                await self._beat()
+                self._beat_failures = 0
+                return
+            except Exception as exc:
+                self._beat_failures += 1
+                log.warning("cannot confirm this dispatcher is alive; not sending: %s", exc)
+                delay = self.backoff.delay(self._beat_failures)
+            await self._pause(delay)
+
+    def _taken_for_dead(self) -> None:
+        """Another dispatcher found this one silent (a blocked event loop, or the database
+        out of reach) and gave its deliveries back: whatever is still waiting here belongs
+        to someone else now, so it is dropped unsent. Sends already under way finish; their
+        outcomes settle nothing (the lease no longer matches)."""
+        dropped = 0
+        for lane in self._lanes.values():
+            for c in lane.queue:
+                del self._leases[c.id]
+            dropped += len(lane.queue)
+            self._in_flight -= len(lane.queue)
+            lane.queue.clear()
+        self._capacity.set()
+        # a new name: a late revival of the old one must not touch what is claimed next
+        self._lives += 1
+        self.owner = f"{self._named}~{self._lives}"
+        log.error(
+            "this dispatcher was taken for dead (no heartbeat for %d ms); %d deliveries it "
+            "held were dropped unsent, now dispatching as %s",
+            self.config.owner_dead_after_ms,
+            dropped,
+            self.owner,
+        )
 
     async def _claim(self) -> tuple[int, int, bool]:
         """Claim one batch: how many were claimed, asked for, and whether full lanes were
@@ -277,6 +343,11 @@ class Dispatcher:
             lease, now, self.config.lease_ms, limit, room, default_room
         )
         self.observer.claimed(time.perf_counter() - started, len(claimed))
+        if claimed and not lease.startswith(self.owner + "#"):
+            # taken for dead while claiming: a lease under the old name may be revived
+            # by whoever reaps that name, so none of it is sent
+            await self.queue.release([lease], [c.id for c in claimed], now)
+            return 0, limit, False
         # an endpoint claimed up to its room may have more due: do not spin on it
         per = Counter(c.integration_id for c in claimed)
         capped = any(r == 0 or per[i] >= r for i, r in room.items()) or any(
@@ -375,6 +446,9 @@ class Dispatcher:
     async def _lane_worker(self, integration_id: int, lane: _Lane) -> None:
         try:
             while lane.queue and not self._stopping and lane.workers <= lane.limit:
+                if not self._may_send():
+                    await self._confirm_alive()
+                    continue  # the lane may have been emptied meanwhile
                 if not lane.asked and len(lane.queue) <= self._room(lane) // 2:
                     lane.asked = True
                     self._wake.set()  # room again: claim for this lane without waiting

@@ -199,7 +199,10 @@ INSERT INTO events (id, account_id, action, timestamp_ms, body) VALUES ($1, $2, 
 """
 
 # a dispatcher's heartbeat; those silent since $1, forgotten; a forgotten one's leases
-HEARTBEAT_SQL = """
+# (an UPDATE first: it waits for a reaper's DELETE of the row and then finds nothing, so a
+# dispatcher learns it was taken for dead)
+BEAT_SQL = "UPDATE dispatchers SET heartbeat_ms = $2 WHERE owner = $1"
+JOIN_SQL = """
 INSERT INTO dispatchers (owner, heartbeat_ms) VALUES ($1, $2)
 ON CONFLICT (owner) DO UPDATE SET heartbeat_ms = EXCLUDED.heartbeat_ms
 """
@@ -350,15 +353,17 @@ class PostgresQueue:
             due = await pg.fetchval(NEXT_DUE_SQL)
         return None if due is None else int(due)
 
-    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> int:
+    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> queue.Beat:
         async with self._conn() as pg:
-            await pg.execute(HEARTBEAT_SQL, owner, now_ms)
+            known = await pg.execute(BEAT_SQL, owner, now_ms) == "UPDATE 1"
+            if not known:
+                await pg.execute(JOIN_SQL, owner, now_ms)
             dead = [r["owner"] for r in await pg.fetch(DEAD_SQL, now_ms - dead_after_ms)]
             revived = 0
             for gone in dead:  # rare: a process that died without giving its leases back
                 status = await pg.execute(REVIVE_SQL, now_ms, gone)
                 revived += int(status.split()[-1])
-        return revived
+        return queue.Beat(known, revived)
 
     async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
         return await queue.integrations_by_id(self._engine, self._box, ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol, cast
 
@@ -26,6 +27,17 @@ from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 from parcelhook.store.tx import Tx, integration_from_row
 from parcelhook.supervision import LoopHealth
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What a heartbeat found."""
+
+    # the owner's row was there: nobody took it for dead since its last beat (False on a
+    # first beat too). After False, a dispatcher owns none of the deliveries it held
+    known: bool
+    # deliveries of owners found silent that are due again now
+    revived: int
 
 
 class DeliveryQueue(Protocol):
@@ -61,9 +73,12 @@ class DeliveryQueue(Protocol):
         """The earliest `next_attempt_ms` of a pending delivery (leased ones included)."""
         ...
 
-    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> int:
+    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> Beat:
         """Record that `owner` is alive; give back the deliveries leased (`owner#n`) by
-        owners silent for `dead_after_ms`, due at once. How many came back."""
+        owners silent for `dead_after_ms`, due at once, and forget those owners.
+
+        Whether `owner` was still known is decided atomically with the beat: once a beat
+        found it known, no one can take it for dead until `dead_after_ms` after `now_ms`."""
         ...
 
     async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:

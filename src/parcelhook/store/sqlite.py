@@ -67,7 +67,8 @@ RETURNING id, event_id, integration_id, attempt_count, schedule_base,
 """
 
 # a dispatcher's heartbeat; those silent since ?1, forgotten; a forgotten one's leases
-HEARTBEAT_SQL = """
+BEAT_SQL = "UPDATE dispatchers SET heartbeat_ms = ?2 WHERE owner = ?1"
+JOIN_SQL = """
 INSERT INTO dispatchers (owner, heartbeat_ms) VALUES (?1, ?2)
 ON CONFLICT (owner) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms
 """
@@ -307,15 +308,17 @@ class SqliteQueue:
         [(due,)] = await hot.execute_fetchall(NEXT_DUE_SQL)
         return None if due is None else int(due)
 
-    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> int:
+    async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> queue.Beat:
         async with self._writing() as hot:
-            await hot.execute(HEARTBEAT_SQL, (owner, now_ms))
+            known = (await hot.execute(BEAT_SQL, (owner, now_ms))).rowcount == 1
+            if not known:
+                await hot.execute(JOIN_SQL, (owner, now_ms))
             dead = [r[0] for r in await hot.execute_fetchall(DEAD_SQL, (now_ms - dead_after_ms,))]
             revived = 0
             for gone in dead:  # rare: a process that died without giving its leases back
                 cursor = await hot.execute(REVIVE_SQL, (now_ms, gone))
                 revived += cursor.rowcount
-        return revived
+        return queue.Beat(known, revived)
 
     async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
         return await queue.integrations_by_id(self._engine, self._box, ids)
