@@ -58,7 +58,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
-        """Prometheus text format; needs `Authorization: Bearer TOKEN` with --metrics-token."""
+        """Prometheus text format; with a metrics token set, needs `Authorization: Bearer`."""
         return await metrics_response(runtime, request)
 
     install_panel(app, runtime)

@@ -56,14 +56,33 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def settings_options(*fields: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Click options for these settings: `--flag`, shown by --help with its variable and
-    default. Unset flags stay None, so the variable, the .env file or the default applies."""
+    default. Unset flags stay None, so the variable, the .env file or the default applies.
+    A secret that once was a flag is refused with the ways to give it instead."""
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         for name in reversed(fields):
             f = _option(name)(f)
-        return f
+        if "metrics_token_file" not in fields:
+            return f
+        return _refused_flag(
+            "metrics_token",
+            f"or in a file named by {flag('metrics_token_file')} / "
+            f"{env_name('metrics_token_file')}",
+        )(f)
 
     return decorate
+
+
+def _refused_flag(name: str, instead: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def refuse(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            # a flag's value shows in every user's process list (ps)
+            raise click.ClickException(
+                f"{flag(name)} is no longer accepted: a secret on the command line shows in "
+                f"the process list. Set {env_name(name)} (environment or .env) {instead}"
+            )
+
+    return click.option(flag(name), hidden=True, expose_value=False, callback=refuse)
 
 
 def _option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -122,9 +141,9 @@ SERVE = (
     "secure_cookies",
     "secret_grace_hours",
     "shipping_methods_file",
-    "metrics_token",
+    "metrics_token_file",
 )
-WORKER = ("host", "http_port", "metrics_token")
+WORKER = ("host", "http_port", "metrics_token_file")
 ALL = tuple(n for n in Settings.model_fields if n not in NO_FLAG and n != "retry")
 
 
@@ -205,8 +224,9 @@ def _listen(host: str, port: int) -> socket.socket:
 def serve(demo: bool, **flags: Any) -> None:
     """Run the API, the panel and the dispatcher in one process (or --workers of them).
 
-    Secrets are never flags: PARCELHOOK_MASTER_KEY, PARCELHOOK_PREVIOUS_MASTER_KEYS and
-    PARCELHOOK_SMTP_PASSWORD come from the environment or a .env file.
+    Secrets are never flags: PARCELHOOK_MASTER_KEY, PARCELHOOK_PREVIOUS_MASTER_KEYS,
+    PARCELHOOK_SMTP_PASSWORD and PARCELHOOK_METRICS_TOKEN (or --metrics-token-file) come
+    from the environment or a .env file.
     """
     settings = build_settings(**flags)
     _logging(settings)
@@ -331,8 +351,9 @@ async def _ensure_demo(runtime: Any) -> None:
 def worker(**flags: Any) -> None:
     """Run the dispatcher alone (scale-out on PostgreSQL).
 
-    Secrets are never flags: PARCELHOOK_MASTER_KEY, PARCELHOOK_PREVIOUS_MASTER_KEYS and
-    PARCELHOOK_SMTP_PASSWORD come from the environment or a .env file.
+    Secrets are never flags: PARCELHOOK_MASTER_KEY, PARCELHOOK_PREVIOUS_MASTER_KEYS,
+    PARCELHOOK_SMTP_PASSWORD and PARCELHOOK_METRICS_TOKEN (or --metrics-token-file) come
+    from the environment or a .env file.
     """
     settings = build_settings(**flags, dispatcher=True)
     _logging(settings)

@@ -40,7 +40,7 @@ def names(name: str) -> str:
 
 
 # secrets given on a command line would show in the process list: variables and .env only
-NO_FLAG = frozenset({"master_key", "previous_master_keys", "smtp_password"})
+NO_FLAG = frozenset({"master_key", "previous_master_keys", "smtp_password", "metrics_token"})
 
 
 class Settings(BaseSettings):
@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     )
     metrics_token: SecretStr | None = Field(
         None, description="When set, /metrics needs 'Authorization: Bearer TOKEN'."
+    )
+    metrics_token_file: Path | None = Field(
+        None,
+        description="File holding the /metrics token (instead of PARCELHOOK_METRICS_TOKEN).",
     )
     http_port: int | None = Field(
         None,
@@ -205,6 +209,28 @@ class Settings(BaseSettings):
                 f"{names('timeout')} ({self.timeout:g}): a lease that ends mid-attempt lets "
                 "another worker send the same delivery"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_token_from_file(self) -> Settings:
+        if self.metrics_token_file is None:
+            return self
+        if self.metrics_token is not None:
+            raise ValueError(
+                f"{names('metrics_token_file')}: give the token once, in this file or in "
+                f"{env_name('metrics_token')}, not both"
+            )
+        try:
+            token = self.metrics_token_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise ValueError(
+                f"{names('metrics_token_file')}: cannot read {self.metrics_token_file} ({why})"
+            ) from None
+        if not token:
+            raise ValueError(f"{names('metrics_token_file')}: {self.metrics_token_file} is empty")
+        # frozen: a validator is the one place the derived value may be set
+        self.__dict__["metrics_token"] = SecretStr(token)
         return self
 
     @model_validator(mode="after")

@@ -211,3 +211,41 @@ def test_a_lease_shorter_than_the_timeout_is_refused_naming_both(tmp_path: Path)
     err = one_line_error(run("worker", "--timeout", "30", "--lease-seconds", "20", cwd=tmp_path))
     assert "--lease-seconds / PARCELHOOK_LEASE_SECONDS" in err
     assert "--timeout / PARCELHOOK_TIMEOUT" in err
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "config"])
+def test_the_metrics_token_is_never_a_flag(tmp_path: Path, command: str) -> None:
+    # a flag's value shows in every user's process list (ps): the error names the ways in
+    err = one_line_error(run(command, "--metrics-token", "s3cret-tok", cwd=tmp_path))
+    assert "PARCELHOOK_METRICS_TOKEN" in err and "--metrics-token-file" in err
+    assert "s3cret-tok" not in err
+
+
+def test_the_metrics_token_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    shown = json.loads(
+        run("config", "--json", cwd=tmp_path, env={"PARCELHOOK_METRICS_TOKEN": "from-env"}).stdout
+    )
+    assert shown["metrics_token"] == "********"
+    token_file = tmp_path / "metrics.token"
+    token_file.write_text("from-file\n")
+    result = run("config", "--json", "--metrics-token-file", str(token_file), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["metrics_token"] == "********"
+    assert "from-file" not in result.stdout
+    assert Settings(metrics_token_file=token_file).metrics_token is not None
+    assert Settings(metrics_token_file=token_file).metrics_token.get_secret_value() == "from-file"
+
+    missing = tmp_path / "nowhere.token"
+    err = one_line_error(run("worker", "--metrics-token-file", str(missing), cwd=tmp_path))
+    assert "--metrics-token-file / PARCELHOOK_METRICS_TOKEN_FILE" in err and "nowhere" in err
+    token_file.write_text("\n")
+    err = one_line_error(run("worker", "--metrics-token-file", str(token_file), cwd=tmp_path))
+    assert "empty" in err
+    both = run(
+        "config",
+        "--metrics-token-file",
+        str(token_file),
+        cwd=tmp_path,
+        env={"PARCELHOOK_METRICS_TOKEN": "from-env"},
+    )
+    assert "PARCELHOOK_METRICS_TOKEN" in one_line_error(both)

@@ -143,7 +143,9 @@ def test_a_worker_serves_metrics_and_health_on_its_http_port(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELHOOK_")}
     env |= {"PARCELHOOK_MASTER_KEY": Fernet.generate_key().decode(), "PYTHONUNBUFFERED": "1"}
-    args = ["worker", "--http-port", str(free_port), "--metrics-token", "tok"]
+    token = tmp_path / "metrics.token"
+    token.write_text("tok\n")
+    args = ["worker", "--http-port", str(free_port), "--metrics-token-file", str(token)]
     args += ["--database-url", f"sqlite:///{tmp_path / 'w.db'}"]
     log = tmp_path / "worker.log"
     with log.open("wb") as err:
