@@ -52,9 +52,10 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])
-    async def healthz() -> Response:
-        """200 when the database answers and every loop turns; else 503, saying which not."""
-        return await health_response(runtime)
+    async def healthz(request: Request) -> Response:
+        """200 when the database answers and every loop turns; else 503, saying which not
+        (each loop's last error too, with the metrics token)."""
+        return await health_response(runtime, request)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:

@@ -20,9 +20,10 @@ from parcelhook.runtime import Runtime
 HEALTH_PING_S = 5.0
 
 
-async def health(runtime: Runtime) -> dict[str, Any]:
+async def health(runtime: Runtime, *, detail: bool = False) -> dict[str, Any]:
     """Whether the database answers and every loop of the process turns, and each loop's
-    last good turn (`status` is "ok" or "unhealthy")."""
+    last good turn (`status` is "ok" or "unhealthy"). Each loop's last error only with
+    `detail`: its text may name hosts, files or statements."""
     database = "ok"
     try:
         async with asyncio.timeout(HEALTH_PING_S):
@@ -35,35 +36,42 @@ async def health(runtime: Runtime) -> dict[str, Any]:
         "version": __version__,
         "dispatcher": runtime.dispatcher is not None,
         "database": database,
-        "loops": runtime.health.report(),
+        "loops": runtime.health.report(errors=detail),
         "fatal": runtime.health.fatal,
     }
 
 
-async def health_response(runtime: Runtime) -> Response:
-    """/healthz: 200 when healthy, else 503 with what is wrong."""
-    body = await health(runtime)
+def _operator(runtime: Runtime, request: Request) -> bool | None:
+    """Whether the request carries the metrics token; None when no token is set."""
+    token = runtime.settings.metrics_token
+    if token is None:
+        return None
+    given = request.headers.get("authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def health_response(runtime: Runtime, request: Request) -> Response:
+    """/healthz: 200 when healthy, else 503 with what is wrong; anyone may ask (a load
+    balancer's check), the loops' error texts only the holder of the metrics token."""
+    body = await health(runtime, detail=_operator(runtime, request) is True)
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 
 async def metrics_response(runtime: Runtime, request: Request) -> Response:
-    token = runtime.settings.metrics_token
-    if token is not None:
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return JSONResponse(
-                {"error": {"code": "unauthorized", "message": "A metrics token is required."}},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    if _operator(runtime, request) is False:
+        return JSONResponse(
+            {"error": {"code": "unauthorized", "message": "A metrics token is required."}},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     await runtime.metrics.refresh(runtime.store, runtime.clock.now_ms())
     return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def ops_app(runtime: Runtime) -> Starlette:
-    async def healthz(_request: Request) -> Response:
-        return await health_response(runtime)
+    async def healthz(request: Request) -> Response:
+        return await health_response(runtime, request)
 
     async def metrics(request: Request) -> Response:
         return await metrics_response(runtime, request)

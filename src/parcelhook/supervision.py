@@ -73,14 +73,16 @@ class LoopHealth:
         last = self.last_ok_ms if self.last_ok_ms is not None else self.started_ms
         return now - last > self.turns_every_ms + grace_ms
 
-    def report(self, grace_ms: int) -> dict[str, object]:
-        return {
+    def report(self, grace_ms: int, *, errors: bool = True) -> dict[str, object]:
+        out: dict[str, object] = {
             "ok": not self.stuck(grace_ms),
             "last_ok_ms": self.last_ok_ms,
             "failing_since_ms": self.failing_since_ms,
             "failures": self.failures,
-            "last_error": self.last_error,
         }
+        if errors:
+            out["last_error"] = self.last_error
+        return out
 
 
 class Health:
@@ -100,8 +102,10 @@ class Health:
     def healthy(self) -> bool:
         return self.fatal is None and not any(h.stuck(self.grace_ms) for h in self.loops.values())
 
-    def report(self) -> dict[str, object]:
-        return {name: h.report(self.grace_ms) for name, h in self.loops.items()}
+    def report(self, *, errors: bool = True) -> dict[str, object]:
+        """Each loop's state; `errors=False` leaves out the last errors' text (they may
+        name hosts, files or statements: /healthz shows them to the operator only)."""
+        return {name: h.report(self.grace_ms, errors=errors) for name, h in self.loops.items()}
 
 
 def watch(

@@ -112,6 +112,39 @@ async def test_metrics_may_need_a_token(harness: HarnessFactory) -> None:
     assert r.status_code == 200 and "parcelhook_queue_pending" in r.text
 
 
+async def test_healthz_shows_error_text_only_to_the_operator(harness: HarnessFactory) -> None:
+    h = await harness(dispatcher=False, metrics_token="s3cret-metrics-token")
+    probe = h.runtime.health.loop("probe")
+    # what a loop's error may say: a host, a file, a statement
+    probe.failed(OSError("connect to db.internal.example:5432 failed; see /var/lib/ph/ph.db"))
+    async with httpx.AsyncClient(base_url=h.base_url) as client:
+        anonymous = await client.get("/healthz")
+        wrong = await client.get("/healthz", headers={"authorization": "Bearer nope"})
+        operator = await client.get(
+            "/healthz", headers={"authorization": "Bearer s3cret-metrics-token"}
+        )
+    for answer in (anonymous, wrong):
+        # the load balancer's check still works without a token: status, loops, ages
+        assert answer.status_code == 200, answer.text
+        loop = answer.json()["loops"]["probe"]
+        assert loop["failures"] == 1 and loop["failing_since_ms"] is not None
+        assert "last_error" not in loop
+        assert "db.internal" not in answer.text and "/var/lib" not in answer.text
+    assert operator.status_code == 200
+    assert "db.internal.example:5432" in operator.json()["loops"]["probe"]["last_error"]
+
+
+async def test_healthz_without_a_metrics_token_shows_no_error_text(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(dispatcher=False)
+    h.runtime.health.loop("probe").failed(RuntimeError("SELECT secret FROM somewhere"))
+    async with httpx.AsyncClient(base_url=h.base_url) as client:
+        answer = await client.get("/healthz", headers={"authorization": "Bearer anything"})
+    assert answer.json()["loops"]["probe"]["failures"] == 1
+    assert "SELECT" not in answer.text
+
+
 def _dashboard_series() -> set[str]:
     board = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
