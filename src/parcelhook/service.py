@@ -37,9 +37,11 @@ from parcelhook.domain.senders import SenderAddress, SenderAddressFields
 from parcelhook.domain.shipping import DEFAULT_CATALOGUE, ShippingMethod, carrier_name
 from parcelhook.domain.statuses import STATUS_MESSAGES, ParcelStatus
 from parcelhook.domain.text import check_text, has_nul
+from parcelhook.group_commit import GroupCommit
 from parcelhook.labels import Format, Sender, render_label
 from parcelhook.store import Store, Tx, webhook_log
 from parcelhook.store import sender_addresses as sender_store
+from parcelhook.store.faults import is_unavailable
 from parcelhook.store.parcel_queries import ParcelFilter, Position, find_parcels
 from parcelhook.store.webhook_log import Health, LogFilter, LogRow
 
@@ -107,6 +109,11 @@ class Service:
         # where this server is reached: label links in webhook payloads start with it
         self.public_url = public_url
         self.secret_grace_ms = secret_grace_ms
+        self._status_changes: GroupCommit[tracking.StatusChange, Parcel] = GroupCommit(
+            self._change_statuses,
+            key=lambda c: c.parcel_id,
+            shared_failure=is_unavailable,
+        )
 
     # -- accounts ---------------------------------------------------------------------
 
@@ -400,20 +407,50 @@ class Service:
     async def change_status(
         self, account_id: int, parcel_id: int, status_id: int, carrier_ms: int | None = None
     ) -> Parcel:
+        """A tracking update; a real change commits its `parcel_status_changed` with it.
+        Concurrent changes are committed together (group commit, `_change_statuses`)."""
         tracking.check_status(status_id, carrier_ms)
+        change = tracking.StatusChange(account_id, parcel_id, status_id, carrier_ms)
+        return await self._status_changes.submit(change)
+
+    async def _change_statuses(
+        self, changes: Sequence[tracking.StatusChange]
+    ) -> list[Parcel | Exception]:
+        """A batch of status changes (no two of one parcel) in one transaction, each
+        answered as if alone: the parcel as changed, as it was (already that status, no
+        event), or NotFound (none such in the change's account)."""
         async with self.store.transaction() as tx:
-            # one statement that locks the row and changes it only if the status differs, so
-            # the same change made twice at once emits one event; the stored change time
+            # one statement that locks the rows and changes only those whose status differs,
+            # so the same change made twice at once emits one event; the stored change time
             # (strictly after the previous one) stamps the event
             now = self.clock.now_ms()
-            changed = await tx.change_parcel_status(
-                account_id, parcel_id, status_id, now, carrier_ms
-            )
-            if changed is None:
-                return await tx.parcel(account_id, parcel_id)  # unchanged, or NotFound
-            parcel, owner = changed
-            await self._emit_parcel(tx, parcel, parcel.updated_ms, owner)
-            return parcel
+            changed = await tx.change_parcel_statuses(changes, now)
+            others = [c.parcel_id for c in changes if c.parcel_id not in changed]
+            found = await tx.parcels_any_account(others) if others else {}
+            need = {p.integration_id for p, owner in changed.values() if owner is None}
+            owners = await tx.integrations_by_ids(need) if need else {}
+            batch: list[tuple[Event, list[Integration]]] = []
+            answers: list[Parcel | Exception] = []
+            for c in changes:
+                if c.parcel_id in changed:
+                    parcel, owner = changed[c.parcel_id]
+                    owner = owner or owners.get(parcel.integration_id)
+                    payload = ev.parcel_status_changed(parcel, parcel.updated_ms, self.public_url)
+                    batch.append(
+                        (
+                            ev.make_event(parcel.account_id, payload),
+                            ev.recipients(systems.PARCEL_STATUS_CHANGED, owner),
+                        )
+                    )
+                    answers.append(parcel)
+                    continue
+                unchanged = found.get(c.parcel_id)
+                if unchanged is None or unchanged.account_id != c.account_id:
+                    answers.append(NotFound("No such parcel.", field="id"))
+                else:
+                    answers.append(unchanged)
+            await tx.enqueue_many(batch, now)
+        return answers
 
     async def track_many(
         self, account_id: int, items: Sequence[Any]

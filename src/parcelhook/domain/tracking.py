@@ -27,6 +27,16 @@ class TrackingUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One account's status change of one parcel (`POST /api/v2/parcels/{id}/status`)."""
+
+    account_id: int
+    parcel_id: int
+    status_id: int
+    carrier_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TrackingResult:
     """What became of one update: changed, unchanged (already that status) or failed."""
 

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,6 +21,7 @@ from parcelhook.domain.integrations import Integration, IntegrationChanges
 from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
 from parcelhook.domain.signing import new_webhook_secret
 from parcelhook.domain.systems import TEST_WEBHOOK
+from parcelhook.domain.tracking import StatusChange
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 
@@ -160,27 +161,42 @@ def _delivery_from_row(
 _p, _i = s.parcels, s.integrations
 _PARCEL = select(_p).where(_p.c.id == bindparam("pid"), _p.c.account_id == bindparam("aid"))
 _PARCEL_FOR_UPDATE = _PARCEL.with_for_update()
-_SET_STATUS = (
-    update(_p)
-    .where(
-        _p.c.id == bindparam("pid"),
-        _p.c.account_id == bindparam("aid"),
-        _p.c.status_id != bindparam("sid"),
-    )
-    .values(
-        status_id=bindparam("sid"),
-        carrier_status_change_ms=bindparam("cms"),
-        updated_ms=case(
-            (_p.c.updated_ms >= bindparam("now"), _p.c.updated_ms + 1), else_=bindparam("now")
-        ),
-    )
+# A batch of status changes (group commit), one statement: each item's parcel, if the item's
+# account has it and its status differs, gets the status and a change time strictly after its
+# previous one. ?1/:items is a JSON array of [parcel, account, status, carrier ms] on SQLite.
+_CHANGE_STATUSES_SQLITE = text(
+    """
+UPDATE parcels SET status_id = x.sid, carrier_status_change_ms = x.cms,
+    updated_ms = CASE WHEN parcels.updated_ms >= :now THEN parcels.updated_ms + 1 ELSE :now END
+FROM (SELECT value ->> 0 AS pid, value ->> 1 AS aid, value ->> 2 AS sid, value ->> 3 AS cms
+      FROM json_each(:items)) AS x
+WHERE parcels.id = x.pid AND parcels.account_id = x.aid AND parcels.status_id <> x.sid
+RETURNING *
+"""
 )
-_CHANGE_STATUS = _SET_STATUS.returning(*_p.c)
-# PostgreSQL returns the parcel's integration from the same statement (one round trip less);
-# SQLite's RETURNING cannot name another table, and a statement there costs no round trip
-_CHANGE_STATUS_WITH_OWNER = _SET_STATUS.where(_p.c.integration_id == _i.c.id).returning(
-    *_p.c, *(c.label(f"owner_{c.name}") for c in _i.c)
+# PostgreSQL: the rows are locked in id order first, as every writer of several parcels
+# locks them, so that concurrent batches (other processes, /tracking-updates) cannot
+# deadlock; a row another writer changed meanwhile is re-checked against its latest version.
+# Each parcel's integration comes back with it (one round trip less).
+_CHANGE_STATUSES_PG = text(
+    """
+WITH x AS (
+    SELECT * FROM unnest(CAST(:pid AS bigint[]), CAST(:aid AS bigint[]), CAST(:sid AS int[]),
+                         CAST(:cms AS bigint[])) AS x(pid, aid, sid, cms)
+), locked AS MATERIALIZED (
+    SELECT p.id FROM parcels AS p JOIN x ON p.id = x.pid AND p.account_id = x.aid
+    ORDER BY p.id FOR UPDATE OF p
 )
+UPDATE parcels AS p SET status_id = x.sid, carrier_status_change_ms = x.cms,
+    updated_ms = CASE WHEN p.updated_ms >= :now THEN p.updated_ms + 1 ELSE :now END
+FROM x, integrations AS i
+WHERE p.id = x.pid AND p.account_id = x.aid AND p.status_id <> x.sid
+  AND p.id IN (SELECT id FROM locked) AND i.id = p.integration_id
+RETURNING p.*, """
+    + ", ".join(f"i.{c.name} AS owner_{c.name}" for c in _i.c)
+)
+_INTEGRATIONS_BY_IDS = select(_i).where(_i.c.id.in_(bindparam("ids", expanding=True)))
+_PARCELS_BY_IDS = select(_p).where(_p.c.id.in_(bindparam("ids", expanding=True)))
 _INSERT_PARCEL = insert(_p).returning(_p.c.id)
 _SET_TRACKING = (
     update(_p).where(_p.c.id == bindparam("pid")).values(tracking_number=bindparam("tn"))
@@ -460,29 +476,46 @@ class Tx:
         )
         return [parcel_from_row(r) for r in await self.conn.execute(q)]
 
-    async def change_parcel_status(
-        self, account_id: int, parcel_id: int, status_id: int, now_ms: int, carrier_ms: int | None
-    ) -> tuple[Parcel, Integration | None] | None:
-        """Give the account's parcel `status_id` unless it has it already: one statement,
-        which locks the row (PostgreSQL re-checks a row another writer changed meanwhile).
-        The change time is strictly after the previous one, so a parcel's events carry
-        strictly increasing timestamps. None when nothing changed (or no such parcel); else
-        the parcel and, where the same statement could read it, its integration."""
-        params = {
-            "pid": parcel_id,
-            "aid": account_id,
-            "sid": status_id,
-            "now": now_ms,
-            "cms": carrier_ms,
-        }
-        statement = _CHANGE_STATUS if self._sqlite else _CHANGE_STATUS_WITH_OWNER
-        row = (await self.conn.execute(statement, params)).first()
-        if row is None:
-            return None
+    async def change_parcel_statuses(
+        self, changes: Sequence[StatusChange], now_ms: int
+    ) -> dict[int, tuple[Parcel, Integration | None]]:
+        """Give each change's parcel its status unless it has it already (no two changes of
+        one parcel), in one statement that locks the rows (PostgreSQL re-checks a row
+        another writer changed meanwhile). Each change time is strictly after the parcel's
+        previous one, so a parcel's events carry strictly increasing timestamps. Returns,
+        by parcel id, each changed parcel and, on PostgreSQL, its integration; a change
+        missing from it changed nothing: its parcel has that status already, or the
+        change's account has no such parcel."""
+        if not changes:
+            return {}
         if self._sqlite:
-            return parcel_from_row(row), None
-        owner = integration_from_row(cast(Row[Any], _Prefixed(row, "owner_")), self.box)
-        return parcel_from_row(row), owner
+            items = json.dumps(
+                [[c.parcel_id, c.account_id, c.status_id, c.carrier_ms] for c in changes]
+            )
+            rows = await self.conn.execute(_CHANGE_STATUSES_SQLITE, {"items": items, "now": now_ms})
+            return {row.id: (parcel_from_row(row), None) for row in rows}
+        rows = await self.conn.execute(
+            _CHANGE_STATUSES_PG,
+            {
+                "pid": [c.parcel_id for c in changes],
+                "aid": [c.account_id for c in changes],
+                "sid": [c.status_id for c in changes],
+                "cms": [c.carrier_ms for c in changes],
+                "now": now_ms,
+            },
+        )
+        return {
+            row.id: (
+                parcel_from_row(row),
+                integration_from_row(cast(Row[Any], _Prefixed(row, "owner_")), self.box),
+            )
+            for row in rows
+        }
+
+    async def parcels_any_account(self, ids: Iterable[int]) -> dict[int, Parcel]:
+        """Parcels by id whatever their account: the caller checks the account."""
+        rows = await self.conn.execute(_PARCELS_BY_IDS, {"ids": sorted(set(ids))})
+        return {row.id: parcel_from_row(row) for row in rows}
 
     async def set_parcel_status(
         self,
@@ -548,8 +581,7 @@ class Tx:
 
     async def integrations_by_ids(self, ids: Iterable[int]) -> dict[int, Integration]:
         """Any integrations, deleted or not: for routing, never for answering a tenant."""
-        i = s.integrations
-        rows = await self.conn.execute(select(i).where(i.c.id.in_(sorted(set(ids)))))
+        rows = await self.conn.execute(_INTEGRATIONS_BY_IDS, {"ids": sorted(set(ids))})
         return {row.id: integration_from_row(row, self.box) for row in rows}
 
     async def parcel_any_account(self, parcel_id: int) -> Parcel | None:
