@@ -89,5 +89,5 @@ STATUS_MESSAGES: dict[int, str] = {
 
 
 def is_known_status(status_id: int) -> bool:
-    """True for the 36 status ids of the v2 numbering."""
+    """True for the status ids of the v2 numbering (the 35 SPEC §3 lists)."""
     return status_id in STATUS_MESSAGES
