@@ -681,14 +681,14 @@ class Service:
     # -- the webhook log --------------------------------------------------------------
 
     async def list_events(self, account_id: int, after_id: str, limit: int) -> list[Event]:
-        async with self.store.reading() as r:
+        async with self.store.browsing() as r:
             return await r.events(account_id, after_id, limit)
 
     async def list_deliveries(self, account_id: int, **filters: Any) -> list[Delivery]:
         status = filters.get("status")
         if status is not None and status not in dl.STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(dl.STATUSES)}.", field="status")
-        async with self.store.reading() as r:
+        async with self.store.browsing() as r:
             return await r.deliveries(account_id, **filters)
 
     async def get_delivery(self, account_id: int, delivery_id: int) -> Delivery:
@@ -724,7 +724,7 @@ class Service:
         limit: int = 50,
     ) -> list[LogRow]:
         """The webhook log, newest first; an order or tracking number finds its parcels."""
-        async with self.store.reading() as r:
+        async with self.store.browsing() as r:
             if order_number or tracking_number:
                 ids = await webhook_log.parcels_matching(
                     r, account_id, order_number=order_number, tracking_number=tracking_number
@@ -733,7 +733,7 @@ class Service:
             return await webhook_log.search(r, account_id, found_by, limit)
 
     async def integration_health(self, account_id: int, integration_id: int) -> Health:
-        async with self.store.reading() as r:
+        async with self.store.browsing() as r:
             return await webhook_log.health(r, account_id, integration_id)
 
     async def redeliver_many(

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -284,6 +284,9 @@ class PostgresQueue:
             # took three)
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield Tx(conn, self._box)
+
+    def browsing(self) -> AbstractAsyncContextManager[Tx]:
+        return self.reading()  # asyncpg never blocks the loop
 
     def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
         if self._listener is None:

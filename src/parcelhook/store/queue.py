@@ -101,6 +101,11 @@ class EngineQueue(DeliveryQueue, Protocol):
         """A connection for reads; each statement sees the latest commit."""
         ...
 
+    def browsing(self) -> AbstractAsyncContextManager[Tx]:
+        """As `reading`, for reads that may walk many rows: never on the event loop's
+        thread, so a long one does not hold up the process."""
+        ...
+
     def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
         """Call `wake` whenever another process commits deliveries (until `close`), and
         report the listening connection's turns to `health`."""

@@ -221,6 +221,13 @@ class SqliteQueue:
             yield Tx(sqlite_loop.LoopConnection(sync).as_async(), self._box)
 
     @asynccontextmanager
+    async def browsing(self) -> AsyncIterator[Tx]:
+        # aiosqlite's thread: a few hand-offs more per statement, and the loop stays free
+        # (a log filter no index narrows walks 200,000 deliveries in ~90 ms)
+        async with self._engine.connect() as conn:
+            yield Tx(conn, self._box)
+
+    @asynccontextmanager
     async def write_turn(self) -> AsyncIterator[None]:
         async with self._turns.turn():
             yield

@@ -78,6 +78,13 @@ class Store:
         async with self._queue.reading() as tx:
             yield tx
 
+    @asynccontextmanager
+    async def browsing(self) -> AsyncIterator[Tx]:
+        """A connection for reads that may walk many rows (the webhook log, the lists),
+        off the event loop's thread (SQLite's API statements otherwise run on it)."""
+        async with self._queue.browsing() as tx:
+            yield tx
+
     async def ping(self) -> None:
         """Raises when the database cannot be reached."""
         async with self.reading() as r:
