@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from parcelhook.delivery.transport import EXCERPT_LIMIT, Answer, Dial, ExchangeError, TimedOut
+from parcelhook.delivery.wire import HEADERS_KEPT, kept_header
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain.clock import FakeClock
 from parcelhook.domain.deliveries import Attempt, Claimed
@@ -202,7 +203,15 @@ class MemoryQueue:
             if o.result is not None and o.decision.attempted:
                 r = o.result
                 d.attempts.append(
-                    Attempt(o.at_ms, r.duration_ms, r.status_code, r.error, r.response_excerpt)
+                    Attempt(
+                        o.at_ms,
+                        r.duration_ms,
+                        r.status_code,
+                        r.error,
+                        r.response_excerpt,
+                        # as the engines store them: cookies not kept, controls replaced
+                        dl.storable_headers(r.response_headers),
+                    )
                 )
             if d.lease_owner != o.lease:
                 continue  # fenced: its lease was taken over
@@ -255,6 +264,7 @@ class Response:
     status: int = 200
     body: bytes = b""
     retry_after: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 Handler = Callable[[Request], Response | Awaitable[Response]]
@@ -290,7 +300,8 @@ class MockTransport:
             except TimeoutError:
                 raise ExchangeError(TimedOut(), None) from None
         assert isinstance(answer, Response)
-        return Answer(answer.status, answer.body[:EXCERPT_LIMIT], answer.retry_after)
+        kept = tuple(kept_header(n, v) for n, v in answer.headers[:HEADERS_KEPT])
+        return Answer(answer.status, answer.body[:EXCERPT_LIMIT], answer.retry_after, kept)
 
     async def close(self) -> None:
         self.closed = True

@@ -49,7 +49,8 @@ LANG_MODES = [
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def shop(served: Served, receiver: HostileReceiver) -> dict[str, Any]:
     """A shop with two parcels: the first one's delivery fails, the second's arrives."""
-    receiver.route("/searched", Mode.status(500, body=b"database is down"), Mode.ok())
+    down = Mode("status", code=500, body=b"database is down", headers=(("X-Request-Id", "r-500"),))
+    receiver.route("/searched", down, Mode.ok())
     shop_id = await new_shop(served, receiver.url("/searched"), name="Searched shop")
     parcels = []
     async with served.api() as api:
@@ -196,7 +197,7 @@ async def test_the_account_wide_log_shows_every_integration_and_tests_marked(
 
 
 @pytest.mark.parametrize(("viewport", "js"), MODES)
-async def test_the_delivery_page_shows_the_target_and_each_attempts_request(
+async def test_the_delivery_page_shows_the_target_and_each_attempts_request_and_response(
     open_page: OpenPage, served: Served, shop: dict[str, Any], viewport: Any, js: bool
 ) -> None:
     page = await open_page(viewport, js=js)
@@ -206,8 +207,14 @@ async def test_the_delivery_page_shows_the_target_and_each_attempts_request(
     attempt = page.locator(".attempts li").first
     await expect(attempt).to_contain_text("HTTP 500")
     await expect(attempt.locator("pre")).to_have_text("database is down")
-    await attempt.locator("summary").click()
-    headers = attempt.locator("table.headers")
+    response = attempt.locator(".response-headers")
+    await response.locator("summary").click()
+    await expect(response.get_by_role("row").filter(has_text="X-Request-Id")).to_contain_text(
+        "r-500"
+    )
+    await expect(response.get_by_role("row").filter(has_text="Content-Length")).to_be_visible()
+    await attempt.locator(".request-headers summary").click()
+    headers = attempt.locator(".request-headers table.headers")
     await expect(headers).to_be_visible()
     await expect(headers.get_by_role("row").filter(has_text="webhook-id")).to_contain_text(
         failed["event_id"]

@@ -451,7 +451,14 @@ async def test_sender_addresses_are_edited_in_the_panel_and_print_on_labels(
             "country": "nl",
         }
         r = await panel.post("/settings/sender-addresses", {**form, "country": "XX"})
-        assert r.status_code == 422 and "ISO 3166-1" in r.text
+        assert r.status_code == 422 and "two-letter ISO code" in r.text
+        # the form's errors name its fields as the form does, in the reader's language
+        italian = {"Accept-Language": "it-IT,it;q=0.9"}
+        r = await panel.post(
+            "/settings/sender-addresses", {**form, "contact_name": " "}, headers=italian
+        )
+        assert r.status_code == 422 and "Nome del referente è obbligatorio." in r.text
+        assert '<html lang="it">' in r.text and "Aggiungi indirizzo del mittente" in r.text
         r = await panel.post("/settings/sender-addresses", form)
         assert r.status_code == 303
         (address,) = (await acct.call("GET", "/api/v2/user/addresses/sender")).json()[

@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from parcelhook.delivery import wire
 from parcelhook.delivery.sender import Sender
+from parcelhook.delivery.transport import AiohttpTransport, TransportFactory, WireTransport
 
 BODY = b'{"action": "test_webhook"}'
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -101,6 +102,43 @@ async def test_interim_answers_are_skipped() -> None:
     endpoint = Scripted(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n" + OK)
     async with endpoint.running() as url:
         assert await send(url) == (200, "ok", None)
+
+
+@pytest.mark.parametrize("transport", [WireTransport, AiohttpTransport])
+async def test_an_answers_headers_are_kept_capped_in_count_and_length(
+    transport: TransportFactory,
+) -> None:
+    many = b"".join(b"X-N%d: %d\r\n" % (n, n) for n in range(40))
+    endpoint = Scripted(
+        b"HTTP/1.1 201 Created\r\nX-Trace: caf\xc3\xa9 \xff\r\nX-Long: "
+        + b"y" * 1000
+        + b"\r\n"
+        + many
+        + b"Content-Length: 2\r\n\r\nok"
+    )
+    async with (
+        endpoint.running() as url,
+        Sender(allow_private=True, allow_http=True, transport=transport) as sender,
+    ):
+        result = await sender.send(url, BODY, {})
+    assert result.status_code == 201
+    headers = result.response_headers
+    assert len(headers) == wire.HEADERS_KEPT == 32
+    # in order; invalid UTF-8 replaced; a long value cut to 256 characters, marked as cut
+    assert headers[0] == ("X-Trace", "café \ufffd")
+    assert headers[1] == ("X-Long", "y" * 255 + "…")
+    assert headers[2:] == tuple((f"X-N{n}", str(n)) for n in range(30))
+
+
+async def test_interim_answers_and_trailers_add_no_header() -> None:
+    endpoint = Scripted(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Ok: 1\r\n\r\n"
+        b"2\r\nok\r\n0\r\nX-Trailer: late\r\n\r\n"
+    )
+    async with endpoint.running() as url, Sender(allow_private=True, allow_http=True) as sender:
+        result = await sender.send(url, BODY, {})
+    assert result.response_headers == (("Transfer-Encoding", "chunked"), ("X-Ok", "1"))
 
 
 async def test_chunked_answer() -> None:

@@ -16,11 +16,7 @@ from parcelhook.panel import i18n
 
 PANEL = Path(i18n.__file__).parent
 ROOT = PANEL.parents[2]
-# h-api's sender addresses page landed in English only: to be put through the catalogue
-NOT_YET_TRANSLATED = {"senders.html"}
-TEMPLATES = sorted(
-    p for p in (PANEL / "templates").glob("*.html") if p.name not in NOT_YET_TRANSLATED
-)
+TEMPLATES = sorted((PANEL / "templates").glob("*.html"))
 # words that are names, the same in every language
 NAMES = {"parcelhook", "HTTP"}
 # attributes a person reads or hears

@@ -474,12 +474,19 @@ class WebhookTestOut(BaseModel):
     error: str | None
 
 
+class HeaderOut(BaseModel):
+    name: str
+    value: str
+
+
 class AttemptOut(BaseModel):
     at: str | None
     duration_ms: int
     status_code: int | None
     error: str | None
     response_excerpt: str
+    # the answer's first 32 headers in order, cookies' values elided; [] without an answer
+    response_headers: list[HeaderOut]
 
 
 class DeliveryOut(BaseModel):

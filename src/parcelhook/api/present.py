@@ -46,6 +46,7 @@ def delivery(d: Delivery) -> dict[str, Any]:
                 "status_code": a.status_code,
                 "error": a.error,
                 "response_excerpt": a.response_excerpt,
+                "response_headers": [{"name": n, "value": v} for n, v in a.response_headers],
             }
             for a in d.attempts
         ],

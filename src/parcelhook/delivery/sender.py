@@ -199,6 +199,7 @@ class Sender:
             answer.status,
             _elapsed_ms(started),
             response_excerpt=answer.excerpt.decode("utf-8", errors="replace"),
+            response_headers=answer.headers,
             retry_after=(
                 None if retry_after is None else parse_retry_after(retry_after, self._wall_clock())
             ),

@@ -1,11 +1,12 @@
 """The seam between the sender and HTTP: one POST, as a small `Transport` protocol.
 
 A transport sends `body` to a URL with the given headers by a deadline and returns the
-answer's status, at most `EXCERPT_LIMIT` bytes of its body and its `Retry-After`. It never
-follows redirects, decompresses, or reads more than `READ_LIMIT` bytes of a body. The
-sender owns everything around the call: the SSRF policy (it hands the transport a `Dial`
-whose resolver refuses forbidden addresses, and a check for IP literals), the timing, and
-the words for every failure. So a transport reports failures in one vocabulary:
+answer's status, at most `EXCERPT_LIMIT` bytes of its body, its `Retry-After` and its first
+`HEADERS_KEPT` headers (cut by `wire.kept_header`). It never follows redirects,
+decompresses, or reads more than `READ_LIMIT` bytes of a body. The sender owns everything
+around the call: the SSRF policy (it hands the transport a `Dial` whose resolver refuses
+forbidden addresses, and a check for IP literals), the timing, and the words for every
+failure. So a transport reports failures in one vocabulary:
 
 - `InvalidURL` when the URL cannot be sent to;
 - before the request was written: `OSError` (`socket.gaierror`, `ssl.SSLError`, the
@@ -193,7 +194,11 @@ class AiohttpTransport:
                 response.release()  # back to the pool when keep-alive allows
             else:
                 response.close()  # the rest stays unread: never reuse the connection
-        return Answer(status, bytes(excerpt), retry_after)
+        headers = tuple(
+            wire.kept_header(n.decode("utf-8", "replace"), v.decode("utf-8", "replace"))
+            for n, v in response.raw_headers[: wire.HEADERS_KEPT]
+        )
+        return Answer(status, bytes(excerpt), retry_after, headers)
 
     async def close(self) -> None:
         await self._session.close()

@@ -33,6 +33,11 @@ from parcelhook.domain.targets import BadURL, IPAddress, parse_webhook_url
 
 READ_LIMIT = 64 * 1024
 EXCERPT_LIMIT = 1024
+# an answer's headers as the delivery log keeps them: the first HEADERS_KEPT, each name and
+# value cut to its limit in characters (the head itself is bounded by HEAD_LIMIT)
+HEADERS_KEPT = 32
+HEADER_NAME_KEPT = 64
+HEADER_VALUE_KEPT = 256
 # an answer's status line and headers together; a hostile endpoint cannot grow it further
 HEAD_LIMIT = 64 * 1024
 # every byte of one exchange (head, body with its chunk framing, trailers): past it the
@@ -116,11 +121,20 @@ def ip_literal(text: str) -> IPAddress | None:
         return None
 
 
+def kept_header(name: str, value: str) -> tuple[str, str]:
+    """One answer header as the log keeps it: cut to HEADER_NAME_KEPT / HEADER_VALUE_KEPT."""
+    if len(value) > HEADER_VALUE_KEPT:
+        value = value[: HEADER_VALUE_KEPT - 1] + "…"
+    return name[:HEADER_NAME_KEPT], value
+
+
 @dataclass(slots=True)
 class Answer:
     status: int
     excerpt: bytes
     retry_after: str | None
+    # the answer's first HEADERS_KEPT headers, in order, cut by `kept_header`
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Connection(asyncio.Protocol):
@@ -151,6 +165,7 @@ class Connection(asyncio.Protocol):
         self._encoded: bool | None = None  # Transfer-Encoding seen: does it end in chunked
         self._received = 0
         self._retry_after: str | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
         self._excerpt = bytearray()
         self._size = 0
         self._reusable = False
@@ -197,7 +212,11 @@ class Connection(asyncio.Protocol):
             waiter.set_exception(ExchangeError(cause, self._status if self._headers_done else None))
 
     def _answer(self) -> Answer:
-        return Answer(self._status, bytes(self._excerpt), self._retry_after)
+        headers = tuple(
+            kept_header(n.decode("utf-8", "replace"), v.decode("utf-8", "replace"))
+            for n, v in self._headers
+        )
+        return Answer(self._status, bytes(self._excerpt), self._retry_after, headers)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -252,6 +271,9 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks (never raise: the parser would wrap it) --------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # decoded only once the answer is complete; a trailer is not the answer's header
+        if len(self._headers) < HEADERS_KEPT and not self._headers_done:
+            self._headers.append((name, value))
         lower = name.lower()
         if lower == b"retry-after":
             self._retry_after = value.decode("latin-1")

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from parcelhook.domain.text import storable
 
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
 STATUSES = (PENDING, DELIVERED, FAILED)
+
+ELIDED = "…"
+# answer headers whose values are not kept: a cookie may be a session on the endpoint's site
+_VALUES_NOT_KEPT = frozenset({"set-cookie", "set-cookie2"})
+
+
+def storable_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """An answer's headers as an attempt keeps them: every name and value storable (as
+    the body excerpt is: an endpoint may answer NUL, other controls or invalid UTF-8), and
+    no cookie's value."""
+    return tuple(
+        (storable(name), ELIDED if name.lower() in _VALUES_NOT_KEPT else storable(value))
+        for name, value in headers
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +34,8 @@ class Attempt:
     status_code: int | None
     error: str | None
     response_excerpt: str
+    # (name, value) as the endpoint answered them, made `storable_headers`
+    response_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

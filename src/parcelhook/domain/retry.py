@@ -17,6 +17,8 @@ class AttemptResult:
     error: str | None = None
     # seconds the endpoint asked us to wait (Retry-After), when it said so
     retry_after: float | None = None
+    # the answer's headers as the transport kept them (wire.HEADERS_KEPT, cut short)
+    response_headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def succeeded(self) -> bool:

@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
 from parcelhook.domain.errors import DomainError
 from parcelhook.domain.senders import FIELD_NAMES, SenderAddress, parse_sender_address
+from parcelhook.panel.i18n import N_, Gettext
 from parcelhook.panel.web import panel_of, text_field
 
 router = APIRouter(include_in_schema=False)
 _BASE = "/settings/sender-addresses"
+# the form's fields in order: name, label, whether it must be filled in
+FORM: Final = (
+    ("company_name", N_("Company"), False),
+    ("contact_name", N_("Contact name"), True),
+    ("street", N_("Street"), True),
+    ("house_number", N_("House number"), False),
+    ("postal_code", N_("Postal code"), True),
+    ("city", N_("City"), True),
+    ("country", N_("Country (ISO code, e.g. NL)"), True),
+    ("country_state", N_("State or province"), False),
+    ("email", N_("E-mail"), False),
+    ("telephone", N_("Telephone"), False),
+    ("vat_number", N_("VAT number"), False),
+    ("eori_number", N_("EORI number"), False),
+    ("label", N_("Label (shown in lists)"), False),
+)
+_LABELS: Final = {name: label for name, label, _required in FORM}
+
+
+def problem_words(exc: DomainError, _: Gettext) -> str:
+    """A sender address's error in the reader's language, naming the field as the form does
+    (the domain's words name it as the API does, e.g. `contact_name`)."""
+    field = _(_LABELS[exc.field]) if exc.field in _LABELS else None
+    if field is None:
+        return _(exc.message)
+    if exc.field == "country" and exc.code != "required":
+        return _("The country must be a two-letter ISO code, such as NL.")
+    if exc.field == "email" and exc.message.endswith("e-mail address."):
+        return _("The e-mail address is not valid.")
+    if exc.code == "required":
+        return _("%(field)s is required.") % {"field": field}
+    if exc.message.endswith("255 characters."):
+        return _("%(field)s must be at most 255 characters.") % {"field": field}
+    return _("%(field)s holds characters that cannot be saved.") % {"field": field}
 
 
 def _typed(form: FormData) -> dict[str, str]:
@@ -32,6 +69,7 @@ def _page(
         request,
         "senders.html",
         status,
+        form=FORM,
         addresses=found,
         editing=editing,
         values=values,
@@ -56,7 +94,8 @@ async def add_sender_address(request: Request) -> Response:
         await panel.service.add_sender_address(account_id, parse_sender_address(typed))
     except DomainError as exc:
         found = await panel.service.sender_addresses(account_id)
-        return _page(request, found, typed=typed, problem=exc.message, status=422)
+        problem = problem_words(exc, panel.gettext(request))
+        return _page(request, found, typed=typed, problem=problem, status=422)
     return panel.redirect(request, f"{_BASE}?notice=saved")
 
 
@@ -85,5 +124,6 @@ async def save_sender_address(request: Request, sender_id: int) -> Response:
         )
     except DomainError as exc:
         found = await panel.service.sender_addresses(account_id)
-        return _page(request, found, editing=editing, typed=typed, problem=exc.message, status=422)
+        problem = problem_words(exc, panel.gettext(request))
+        return _page(request, found, editing=editing, typed=typed, problem=problem, status=422)
     return panel.redirect(request, f"{_BASE}?notice=saved")

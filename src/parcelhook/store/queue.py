@@ -23,6 +23,7 @@ from parcelhook.domain.integrations import Integration
 from parcelhook.domain.outcome import Outcome
 from parcelhook.domain.systems import INTEGRATION_UPDATED
 from parcelhook.domain.text import storable
+from parcelhook.store import answer_headers
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 from parcelhook.store.tx import Tx, integration_from_row
@@ -140,6 +141,7 @@ def outcome_rows(
             o.result.status_code,
             _storable(o.result.error),
             storable(o.result.response_excerpt),
+            answer_headers.to_text(o.result.response_headers),
         )
         for o in outcomes
         if o.result is not None and o.decision.attempted

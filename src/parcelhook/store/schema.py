@@ -233,6 +233,8 @@ attempts = Table(
     Column("status_code", Integer),
     Column("error", Text),
     Column("response_excerpt", Text, nullable=False),
+    # JSON [[name, value], ...] (store/answer_headers.py); NULL when none were kept
+    Column("response_headers", Text),
 )
 
 # facts about the database itself, e.g. the fingerprint of the master key its secrets are

@@ -22,6 +22,7 @@ from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
 from parcelhook.domain.signing import new_webhook_secret
 from parcelhook.domain.systems import TEST_WEBHOOK
 from parcelhook.domain.tracking import StatusChange
+from parcelhook.store import answer_headers
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 
@@ -774,6 +775,7 @@ class Tx:
                 status_code=r.status_code,
                 error=r.error,
                 response_excerpt=r.response_excerpt,
+                response_headers=answer_headers.from_text(r.response_headers),
             )
             for r in attempt_rows
         ]

@@ -13,6 +13,7 @@ from parcelhook.domain.events import Event
 from parcelhook.domain.retry import AttemptResult
 from parcelhook.domain.systems import TEST_WEBHOOK
 from parcelhook.domain.text import storable
+from parcelhook.store import answer_headers
 from parcelhook.store import schema as s
 from parcelhook.store.tx import Tx
 
@@ -282,6 +283,7 @@ async def record_test(
             status_code=result.status_code,
             error=error,
             response_excerpt=storable(result.response_excerpt),
+            response_headers=answer_headers.to_text(result.response_headers),
         )
     )
     return int(delivery_id)

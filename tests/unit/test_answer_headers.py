@@ -1,0 +1,59 @@
+"""An answer's headers as an attempt keeps them: capped by the transport, made storable and
+cookie-free at the store boundary, one JSON text on the way in and pairs on the way out."""
+
+from __future__ import annotations
+
+import json
+
+from parcelhook.delivery import wire
+from parcelhook.domain.deliveries import storable_headers
+from parcelhook.store import answer_headers
+
+
+def test_a_header_is_cut_to_its_limits_and_marked_when_cut() -> None:
+    assert wire.kept_header("X-Ok", "fine") == ("X-Ok", "fine")
+    name, value = wire.kept_header("N" * 100, "v" * 256)
+    assert (name, value) == ("N" * 64, "v" * 256)  # exactly at the limit: not cut
+    _, value = wire.kept_header("X", "v" * 257)
+    assert value == "v" * 255 + "…" and len(value) == wire.HEADER_VALUE_KEPT
+
+
+def test_what_no_engine_stores_is_replaced_and_cookies_are_not_kept() -> None:
+    kept = storable_headers(
+        [
+            ("X-Nul", "a\x00b"),
+            ("X-Controls", "\x01\x1b[31mred\x7f"),
+            ("X-Surrogate", "half \udcff"),
+            ("X-Tab", "keeps\ttabs"),
+            ("Set-Cookie", "session=secret; HttpOnly"),
+            ("set-cookie2", "old=secret"),
+        ]
+    )
+    assert kept == (
+        ("X-Nul", "a\ufffdb"),
+        ("X-Controls", "\ufffd\ufffd[31mred\ufffd"),
+        ("X-Surrogate", "half ?"),
+        ("X-Tab", "keeps\ttabs"),
+        ("Set-Cookie", "…"),
+        ("set-cookie2", "…"),
+    )
+    assert "secret" not in repr(kept)
+
+
+def test_the_stored_text_is_json_pairs_and_reads_back_in_order() -> None:
+    pairs = [("X-B", "2"), ("X-A", "1"), ("X-A", "again"), ("X-É", "ü\x00")]
+    text = answer_headers.to_text(pairs)
+    assert text is not None and "\x00" not in text
+    assert json.loads(text)[0] == ["X-B", "2"]
+    assert answer_headers.from_text(text) == (
+        ("X-B", "2"),
+        ("X-A", "1"),
+        ("X-A", "again"),
+        ("X-É", "ü\ufffd"),
+    )
+
+
+def test_no_headers_store_as_null_and_old_attempts_read_as_none() -> None:
+    assert answer_headers.to_text([]) is None
+    assert answer_headers.from_text(None) == ()
+    assert answer_headers.from_text("") == ()
