@@ -1,5 +1,6 @@
 """Every page of the panel at desktop and phone width: axe-core finds nothing, nothing
-scrolls sideways, and every action is on screen and can be pressed (not covered)."""
+scrolls sideways (neither the page nor any box in it), and every action is on screen and can
+be pressed (not covered)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from support.browsing import (
     words,
 )
 from support.hostile_receiver import HostileReceiver, Mode
+from support.panel_client import sign_in as panel_sign_in
 
 if TYPE_CHECKING:
     from conftest import Served
@@ -54,6 +56,14 @@ MISPLACED = """() => {
 }"""
 
 
+# every box on the page whose content is wider than the box, so that it scrolls sideways
+SIDEWAYS = """() => [...document.querySelectorAll('body, body *')]
+  .filter(el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX)
+    && el.scrollWidth > el.clientWidth + 1)
+  .map(el => 'scrolls sideways: ' + el.tagName + (el.className ? '.' + el.className : '')
+    + ' (' + el.scrollWidth + ' px in ' + el.clientWidth + ')')"""
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def paths(served: Served, receiver: HostileReceiver) -> list[str]:
     """One of each page, with content: a shop with a failed delivery and a delivered one."""
@@ -71,6 +81,38 @@ async def paths(served: Served, receiver: HostileReceiver) -> list[str]:
                 break
             assert time.monotonic() < deadline, found
             await asyncio.sleep(0.2)
+    # a shop whose endpoint is down: its pages open with the failing banner
+    receiver.route("/down", Mode.status(503, body=b"maintenance"))
+    down = await new_shop(served, receiver.url("/down"), name="Down shop")
+    await new_parcel(served, down, order_number="ORD-DOWN")
+    panel = await panel_sign_in(served.base_url, served.email, served.password)
+    try:
+        typed = {"contact_name": "Piet Jansen", "street": "Kerkstraat", "postal_code": "1017 GB"}
+        added = await panel.post(
+            "/settings/sender-addresses",
+            {**typed, "company_name": "Schoenen BV", "city": "Amsterdam", "country": "NL"},
+        )
+        assert added.status_code == 303, added.text
+        # a test send, so that the logs hold a row marked as a test
+        await panel.get(f"/settings/integrations/{shop}")
+        tested = await panel.post(
+            f"/settings/integrations/{shop}/test",
+            {"webhook_active": "on", "webhook_url": receiver.url("/pages")},
+        )
+        assert tested.status_code in (200, 303), tested.text
+    finally:
+        await panel.aclose()
+    async with served.api() as api:
+        [sender] = (await api.get("/api/v2/user/addresses/sender")).json()["sender_addresses"]
+        deadline = time.monotonic() + 15
+        while True:
+            failed = (
+                await api.get("/api/v2/webhook-deliveries", params={"integration_id": down})
+            ).json()["deliveries"]
+            if failed and failed[0]["status"] == "failed":
+                break
+            assert time.monotonic() < deadline, failed
+            await asyncio.sleep(0.2)
     base = f"/settings/integrations/{shop}"
     return [
         "/settings/integrations",
@@ -80,6 +122,12 @@ async def paths(served: Served, receiver: HostileReceiver) -> list[str]:
         f"{base}/log?status=failed",
         f"{base}/log/{found[0]['id']}",
         f"{base}/log/{found[1]['id']}",
+        f"/settings/integrations/{down}",
+        f"/settings/integrations/{down}/log",
+        "/settings/log",
+        "/settings/log?status=delivered&action=parcel_status_changed&by=order_number&q=ORD",
+        "/settings/sender-addresses",
+        f"/settings/sender-addresses/{sender['id']}",
         "/settings/integrations/999999",
     ]
 
@@ -110,7 +158,8 @@ async def test_every_page_passes_axe_fits_and_keeps_every_action_usable(
         if await page.get_attribute("html", "lang") != lang:
             found.append("not in the browser's language")
         if await page.evaluate("document.documentElement.scrollWidth") > viewport["width"]:
-            found.append("scrolls sideways")
+            found.append("the page scrolls sideways")
+        found += await page.evaluate(SIDEWAYS)
         found += await page.evaluate(MISPLACED)
         if found:
             problems[path] = found

@@ -37,6 +37,12 @@ def when(ms: int | None) -> Markup:
     )
 
 
+def breakable(name: str) -> Markup:
+    """`name` (an event type, e.g. parcel_status_changed) allowed to wrap after each `_`,
+    so that a narrow table column need not scroll."""
+    return Markup("_<wbr>").join(name.split("_"))
+
+
 def system_name(system: str) -> str:
     return systems.SYSTEMS.get(system, system)
 

@@ -95,6 +95,7 @@ class Panel:
         )
         env.install_gettext_translations(self.translations[lang], newstyle=True)  # type: ignore[attr-defined]
         env.filters["when"] = present.when
+        env.filters["breakable"] = present.breakable
         env.globals["version"] = __version__
         env.globals["lang"] = lang
         env.globals["languages"] = i18n.LANGUAGES
