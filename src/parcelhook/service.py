@@ -747,11 +747,32 @@ class Service:
         if status not in (dl.FAILED, dl.DELIVERED):
             raise InvalidInput("status must be failed or delivered.", field="status")
         now = self.clock.now_ms()
-        async with self.store.transaction() as tx:
-            return await tx.redeliver(
-                account_id, now, status=status, integration_id=integration_id, action=action
-            )
+        async with self.store.reading() as r:
+            # what exists now: deliveries made (or settled again) meanwhile stay as they are
+            up_to = await r.last_delivery_id()
+        total, after = 0, 0
+        while True:
+            # pages of their own transactions, the loop free between them: on SQLite a
+            # transaction runs on the event loop's thread (200,000 at once held it 1.8 s)
+            async with self.store.transaction() as tx:
+                count, last = await tx.redeliver_page(
+                    account_id,
+                    now,
+                    status=status,
+                    integration_id=integration_id,
+                    action=action,
+                    after_id=after,
+                    up_to_id=up_to,
+                    limit=REDELIVER_PAGE,
+                )
+            if last is None:
+                return total
+            total, after = total + count, last
+            await asyncio.sleep(0)
 
+
+# deliveries a bulk redelivery queues again per transaction
+REDELIVER_PAGE = 1_000
 
 _NOT_CANCELLABLE = frozenset(
     {

@@ -7,7 +7,20 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -229,6 +242,22 @@ WITH e AS (
 SELECT pg_notify(:channel, '') WHERE CAST(:wake AS boolean)
 """
 )
+
+
+def _redeliverable(
+    account_id: int, status: str | None, integration_id: int | None, action: str | None
+) -> list[ColumnElement[bool]]:
+    """Which of the account's deliveries a redelivery takes: settled ones (in `status`),
+    never a test send (it went to a typed URL, not the integration's)."""
+    d = s.deliveries
+    where = [d.c.account_id == account_id, d.c.status != dl.PENDING, d.c.action != TEST_WEBHOOK]
+    if status is not None:
+        where.append(d.c.status == status)
+    if integration_id is not None:
+        where.append(d.c.integration_id == integration_id)
+    if action is not None:
+        where.append(d.c.action == action)
+    return where
 
 
 class Tx:
@@ -794,22 +823,44 @@ class Tx:
     ) -> int:
         """Queue settled deliveries again with a fresh retry schedule; returns how many."""
         d = s.deliveries
-        # a test send went to a typed URL, not the integration's: never queue it again
-        q = update(d).where(
-            d.c.account_id == account_id, d.c.status != dl.PENDING, d.c.action != TEST_WEBHOOK
-        )
+        where = _redeliverable(account_id, status, integration_id, action)
         if delivery_id is not None:
-            q = q.where(d.c.id == delivery_id)
-        if status is not None:
-            q = q.where(d.c.status == status)
-        if integration_id is not None:
-            q = q.where(d.c.integration_id == integration_id)
-        if action is not None:
-            q = q.where(d.c.action == action)
-        # a pruned payload cannot be sent again
-        q = q.where(d.c.event_id.in_(select(s.events.c.id).where(s.events.c.body.is_not(None))))
+            where.append(d.c.id == delivery_id)
+        return await self._redeliver(where, now_ms)
+
+    async def redeliver_page(
+        self,
+        account_id: int,
+        now_ms: int,
+        *,
+        status: str,
+        integration_id: int | None,
+        action: str | None,
+        after_id: int,
+        up_to_id: int,
+        limit: int,
+    ) -> tuple[int, int | None]:
+        """`redeliver`, for the first `limit` matching deliveries with ids in (after_id,
+        up_to_id]: how many were queued again, and the last id looked at (None: none left)."""
+        d = s.deliveries
+        where = _redeliverable(account_id, status, integration_id, action)
+        page = select(d.c.id).where(*where, d.c.id > after_id, d.c.id <= up_to_id)
+        ids = [r[0] for r in await self.conn.execute(page.order_by(d.c.id).limit(limit))]
+        if not ids:
+            return 0, None
+        return await self._redeliver([*where, d.c.id.in_(ids)], now_ms), ids[-1]
+
+    async def last_delivery_id(self) -> int:
+        return int(await self.conn.scalar(select(func.max(s.deliveries.c.id))) or 0)
+
+    async def _redeliver(self, where: list[ColumnElement[bool]], now_ms: int) -> int:
+        d, e = s.deliveries, s.events
+        # a pruned payload cannot be sent again (a probe of the event's key per row)
+        payload_kept = exists().where(e.c.id == d.c.event_id, e.c.body.is_not(None))
         result = await self.conn.execute(
-            q.values(
+            update(d)
+            .where(*where, payload_kept)
+            .values(
                 status=dl.PENDING,
                 schedule_base=d.c.attempt_count,
                 next_attempt_ms=now_ms,
