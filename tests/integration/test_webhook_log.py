@@ -199,7 +199,8 @@ async def test_a_bulk_redelivery_goes_in_pages_with_the_loop_free_between(
         await tx.conn.execute(text("UPDATE deliveries SET status = 'failed', attempt_count = 11"))
         await tx.conn.execute(
             text(
-                "UPDATE deliveries SET status = 'delivered' WHERE id = (SELECT min(id) FROM deliveries)"
+                "UPDATE deliveries SET status = 'delivered'"
+                " WHERE id = (SELECT min(id) FROM deliveries)"
             )
         )
     monkeypatch.setattr(service, "REDELIVER_PAGE", 2)
