@@ -26,6 +26,7 @@ from parcelhook.domain.deliveries import Delivery
 from parcelhook.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from parcelhook.domain.events import Event
 from parcelhook.domain.integrations import (
+    ApiKey,
     Integration,
     IntegrationChanges,
     TargetPolicy,
@@ -164,17 +165,17 @@ class Service:
             return None
         return found[0] if found else None
 
-    async def authenticate_api(self, public_key: str, secret_key: str) -> Integration | None:
-        """The API integration whose key pair this is (constant-time secret comparison)."""
-        integration = None
+    async def authenticate_api(self, public_key: str, secret_key: str) -> ApiKey | None:
+        """The API integration whose key pair this is (constant-time secret comparison).
+        Read at every call, so a deleted integration's key stops working at once."""
+        found = None
         if len(public_key) <= _PUBLIC_KEY_MAX and not has_nul(public_key):
-            async with self.store.reading() as r:
-                integration = await r.integration_by_public_key(public_key)
-        candidate = integration.secret_key if integration else secrets.token_hex(16)
+            found = await self.store.api_key(public_key)
+        candidate = found.secret_key if found else secrets.token_hex(16)
         ok = secrets.compare_digest(candidate.encode(), secret_key.encode())
-        if integration is None or not ok or integration.system != systems.API:
+        if found is None or not ok or found.system != systems.API:
             return None
-        return integration
+        return found
 
     # -- integrations -----------------------------------------------------------------
 
@@ -289,20 +290,21 @@ class Service:
 
     async def create_parcel(self, account_id: int, acting: Integration, new: NewParcel) -> Parcel:
         """One parcel: `acting`'s, or that of the integration `new.integration_id` names."""
-        created, _ = await self.create_parcels(account_id, acting, [new], partial=False)
+        created, _ = await self.create_parcels(account_id, acting.id, [new], partial=False)
         return created[0]
 
     async def create_parcels(
-        self, account_id: int, acting: Integration, batch: Sequence[NewParcel], *, partial: bool
+        self, account_id: int, acting_id: int, batch: Sequence[NewParcel], *, partial: bool
     ) -> tuple[list[Parcel], list[tuple[int, DomainError]]]:
         """Create a batch in one transaction: all or nothing, or (`partial`) every parcel
-        that is valid, with the index and error of each one that is not."""
+        that is valid, with the index and error of each one that is not. `acting_id` is
+        the calling integration, whose the parcels are unless they name another."""
         created: list[Parcel] = []
         failed: list[tuple[int, DomainError]] = []
         async with self.store.transaction() as tx:
             for index, new in enumerate(batch):
                 try:
-                    created.append(await self._create_parcel(tx, account_id, acting, new))
+                    created.append(await self._create_parcel(tx, account_id, acting_id, new))
                 except (InvalidInput, NotFound, Conflict) as exc:
                     if not partial:
                         raise
@@ -310,9 +312,9 @@ class Service:
         return created, failed
 
     async def _create_parcel(
-        self, tx: Tx, account_id: int, acting: Integration, new: NewParcel
+        self, tx: Tx, account_id: int, acting_id: int, new: NewParcel
     ) -> Parcel:
-        if new.integration_id is not None and new.integration_id != acting.id:
+        if new.integration_id is not None and new.integration_id != acting_id:
             try:
                 owner = await tx.integration(account_id, new.integration_id)
             except NotFound:
@@ -321,8 +323,11 @@ class Service:
                     field="integration_id",
                 ) from None
         else:
-            # routed as it is in this transaction: the caller's copy is from before it
-            owner = await tx.integration_by_id(acting.id) or acting
+            # routed as it is in this transaction (the caller's, authenticated just before)
+            found = await tx.integration_by_id(acting_id)
+            if found is None:
+                raise NotFound("No such integration.", field="integration_id")
+            owner = found
         if new.sender_address is not None:
             await _check_sender_address(tx, account_id, new.sender_address)
         if new.external_reference is not None and await tx.parcel_by_reference(

@@ -11,7 +11,6 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPBasic
 from starlette.requests import HTTPConnection
 
-from parcelhook.domain.integrations import Integration
 from parcelhook.service import Service
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="parcelhook"'}
@@ -20,7 +19,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Basic realm="parcelhook"'}
 @dataclass(frozen=True, slots=True)
 class Caller:
     account_id: int
-    integration: Integration
+    integration_id: int
 
 
 class _BasicScheme(HTTPBasic):
@@ -50,7 +49,7 @@ async def api_caller(
             public = secret = ""
         if public and secret:
             service: Service = request.app.state.service
-            integration = await service.authenticate_api(public, secret)
-            if integration is not None:
-                return Caller(integration.account_id, integration)
+            key = await service.authenticate_api(public, secret)
+            if key is not None:
+                return Caller(key.account_id, key.integration_id)
     raise HTTPException(401, "Authenticate with your API public and secret key.", _CHALLENGE)

@@ -59,7 +59,7 @@ async def create_parcels(
                 raise
             failed.append(_failed(item, exc))
     created, refused = await _service(request).create_parcels(
-        caller.account_id, caller.integration, parsed, partial=partial
+        caller.account_id, caller.integration_id, parsed, partial=partial
     )
     # JSON-native already: FastAPI's jsonable_encoder walk of it cost ~10 % of the call
     if body.parcel is not None:

@@ -14,6 +14,16 @@ SHOP_NAME_MAX = 255
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKey:
+    """What authenticating an API call needs of an integration: who it is and its secret."""
+
+    integration_id: int
+    account_id: int
+    system: str
+    secret_key: str
+
+
+@dataclass(frozen=True, slots=True)
 class Integration:
     """One integration with its secrets in clear (they are encrypted only at rest)."""
 

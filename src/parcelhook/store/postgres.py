@@ -16,12 +16,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parcelhook.domain.deliveries import Claimed
-from parcelhook.domain.integrations import Integration
+from parcelhook.domain.integrations import ApiKey, Integration
 from parcelhook.domain.outcome import Outcome, health_changes
-from parcelhook.store import queue
+from parcelhook.store import queue, raw_statements
 from parcelhook.store.crypto import SecretBox
 from parcelhook.store.faults import is_unavailable
-from parcelhook.store.tx import Tx
+from parcelhook.store.tx import API_KEY_SQL, Tx, api_key_from_row
 from parcelhook.supervision import Backoff, LoopHealth
 
 log = logging.getLogger("parcelhook.store")
@@ -235,6 +235,13 @@ FROM ints WHERE ints.iid IS NOT NULL
 """
 
 
+API_KEY_SQL_PG = API_KEY_SQL.format("$1")
+
+
+async def _nothing_to_reset(_conn: Any) -> None:
+    pass
+
+
 async def driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under a pooled SQLAlchemy one (no transaction is opened)."""
     raw = await conn.get_raw_connection()
@@ -248,6 +255,9 @@ class PostgresQueue:
         self._engine = engine
         self._box = box
         self._listener: DeliveryListener | None = None
+        # the API's authentication, on plain asyncpg connections (opened on first use)
+        self._keys: Any = None
+        self._keys_opening = asyncio.Lock()
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[Any]:
@@ -289,6 +299,26 @@ class PostgresQueue:
     def browsing(self) -> AbstractAsyncContextManager[Tx]:
         return self.reading()  # asyncpg never blocks the loop
 
+    async def api_key(self, public_key: str) -> ApiKey | None:
+        """Every API call's lookup: one round trip. Through SQLAlchemy's pool it was three
+        (the checkout's ping, the statement, the rollback on return); asyncpg's own pool
+        replaces a connection found closed when it is acquired."""
+        if self._keys is None:
+            async with self._keys_opening:
+                if self._keys is None:
+                    url = self._engine.url.set(drivername="postgresql")
+                    self._keys = await asyncpg.create_pool(
+                        url.render_as_string(hide_password=False),
+                        min_size=1,
+                        max_size=4,
+                        # only single autocommitted SELECTs run on these: nothing to reset
+                        reset=_nothing_to_reset,
+                        server_settings={"jit": "off"},
+                    )
+        raw_statements.sent(API_KEY_SQL_PG)
+        row = await self._keys.fetchrow(API_KEY_SQL_PG, public_key)
+        return api_key_from_row(row, self._box) if row else None
+
     def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
         if self._listener is None:
             url = self._engine.url.render_as_string(hide_password=False)
@@ -296,6 +326,9 @@ class PostgresQueue:
             self._listener.start()
 
     async def close(self) -> None:
+        keys, self._keys = self._keys, None
+        if keys is not None:
+            await keys.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.stop()

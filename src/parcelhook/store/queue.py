@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parcelhook.domain import events as ev
 from parcelhook.domain.deliveries import Claimed
-from parcelhook.domain.integrations import Integration
+from parcelhook.domain.integrations import ApiKey, Integration
 from parcelhook.domain.outcome import Outcome
 from parcelhook.domain.systems import INTEGRATION_UPDATED
 from parcelhook.domain.text import storable
@@ -110,6 +110,10 @@ class EngineQueue(DeliveryQueue, Protocol):
     def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
         """Call `wake` whenever another process commits deliveries (until `close`), and
         report the listening connection's turns to `health`."""
+        ...
+
+    async def api_key(self, public_key: str) -> ApiKey | None:
+        """The live integration with this public key, as an API call authenticates."""
         ...
 
     async def close(self) -> None: ...

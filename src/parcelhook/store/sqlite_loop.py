@@ -61,6 +61,13 @@ def loop_engine(async_engine_url: URL, pragmas: tuple[str, ...]) -> Engine | Non
     return engine
 
 
+def raw_connection(path: str) -> sqlite3.Connection:
+    """A plain sqlite3 connection for single statements on the loop's thread (autocommit)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
+    return conn
+
+
 class LoopConnection:
     """A synchronous Connection behind the awaitable methods `Tx` calls: no hand-offs."""
 

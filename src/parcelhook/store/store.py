@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from parcelhook.domain.integrations import ApiKey
 from parcelhook.store import migrations
 from parcelhook.store.crypto import SecretBox
 from parcelhook.store.engine import open_engine
@@ -84,6 +85,10 @@ class Store:
         off the event loop's thread (SQLite's API statements otherwise run on it)."""
         async with self._queue.browsing() as tx:
             yield tx
+
+    async def api_key(self, public_key: str) -> ApiKey | None:
+        """The live integration with this public key (for authenticating an API call)."""
+        return await self._queue.api_key(public_key)
 
     async def ping(self) -> None:
         """Raises when the database cannot be reached."""

@@ -30,7 +30,7 @@ from parcelhook.domain import keys
 from parcelhook.domain.deliveries import Attempt, Delivery
 from parcelhook.domain.errors import Conflict, NotFound
 from parcelhook.domain.events import Event
-from parcelhook.domain.integrations import Integration, IntegrationChanges
+from parcelhook.domain.integrations import ApiKey, Integration, IntegrationChanges
 from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
 from parcelhook.domain.signing import new_webhook_secret
 from parcelhook.domain.systems import TEST_WEBHOOK
@@ -72,6 +72,11 @@ def integration_from_row(row: Row[Any], box: SecretBox) -> Integration:
         disabled_reason=row.disabled_reason,
         disabled_ms=row.disabled_ms,
     )
+
+
+def api_key_from_row(row: Sequence[Any], box: SecretBox) -> ApiKey:
+    """From (id, account_id, system, secret_key_enc)."""
+    return ApiKey(int(row[0]), int(row[1]), str(row[2]), box.open(row[3]))
 
 
 # the parcel columns an update may change (when the request names them)
@@ -221,6 +226,14 @@ _INTEGRATION = select(_i).where(
 _INTEGRATION_BY_ID = select(_i).where(_i.c.id == bindparam("iid"))
 _INTEGRATION_BY_KEY = select(_i).where(
     _i.c.public_key == bindparam("pk"), _i.c.deleted_ms.is_(None)
+)
+_API_KEY = select(_i.c.id, _i.c.account_id, _i.c.system, _i.c.secret_key_enc).where(
+    _i.c.public_key == bindparam("pk"), _i.c.deleted_ms.is_(None)
+)
+# the same as raw driver SQL, for the engines' own lookups (sqlite.py, postgres.py)
+API_KEY_SQL = (
+    "SELECT id, account_id, system, secret_key_enc FROM integrations"
+    " WHERE public_key = {} AND deleted_ms IS NULL"
 )
 _INSERT_EVENT = insert(s.events)
 _INSERT_DELIVERY = insert(s.deliveries)
@@ -375,6 +388,10 @@ class Tx:
     async def integration_by_public_key(self, public_key: str) -> Integration | None:
         row = (await self.conn.execute(_INTEGRATION_BY_KEY, {"pk": public_key})).first()
         return integration_from_row(row, self.box) if row else None
+
+    async def api_key(self, public_key: str) -> ApiKey | None:
+        row = (await self.conn.execute(_API_KEY, {"pk": public_key})).first()
+        return api_key_from_row(row, self.box) if row else None
 
     async def update_integration(
         self, current: Integration, changes: IntegrationChanges, now_ms: int
