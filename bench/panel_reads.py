@@ -24,9 +24,13 @@ from bench import fixtures
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import events as ev
 from parcelhook.domain.integrations import parse_changes
+from parcelhook.domain.parcels import NewParcel
+from parcelhook.store.parcel_queries import ParcelFilter
 from parcelhook.store.webhook_log import LogFilter
 
 DAY_MS = 86_400_000
+PARCEL = {"name": "Anna", "address": "Stationsplein 1", "city": "Eindhoven"}
+PARCEL |= {"postal_code": "5611 AB", "country": "NL"}
 
 
 def fill(path: str, account_id: int, integration_id: int, n: int, now_ms: int) -> None:
@@ -78,6 +82,27 @@ def fill(path: str, account_id: int, integration_id: int, n: int, now_ms: int) -
     conn.close()
 
 
+def copy_parcels(path: str, n: int, now_ms: int) -> None:
+    """N copies of the one parcel, each with its own tracking number and change time."""
+    conn = sqlite3.connect(path)
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(parcels)") if r[1] != "id"]
+    changed = {
+        "tracking_number": "'T' || k",
+        "updated_ms": f"{now_ms - 30 * DAY_MS} + k * {30 * DAY_MS // n}",
+        "created_ms": f"{now_ms - 30 * DAY_MS} + k * {30 * DAY_MS // n}",
+        "announced_ms": "NULL",
+    }
+    values = ", ".join(changed.get(c, f"p.{c}") for c in columns)
+    with conn:
+        conn.execute(
+            f"WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < {n}) "
+            f"INSERT INTO parcels ({', '.join(columns)}) "
+            f"SELECT {values} FROM n, (SELECT * FROM parcels LIMIT 1) AS p"
+        )
+    conn.execute("ANALYZE")
+    conn.close()
+
+
 async def worst(fn: Callable[[], Awaitable[Any]], runs: int = 3) -> tuple[float, float]:
     """The slowest of `runs` calls, and the longest the event loop went without a turn
     meanwhile (what every other request and the dispatcher waited), both in ms."""
@@ -123,6 +148,8 @@ async def main(n: int) -> None:
             t = time.perf_counter()
             fill(url.removeprefix("sqlite:///"), aid, shop.id, n, now)
             print(f"filled {n:,} deliveries in {time.perf_counter() - t:.1f} s")
+            await svc.create_parcel(aid, acct.integration, NewParcel(**PARCEL))
+            copy_parcels(url.removeprefix("sqlite:///"), n, now)
             mid = n // 2
             day = now - 15 * DAY_MS
             cases: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -160,6 +187,18 @@ async def main(n: int) -> None:
                 ),
                 "log: parcel id": lambda: svc.search_log(aid, LogFilter(parcel_ids=(mid,))),
                 "log: order number": lambda: svc.search_log(aid, LogFilter(), order_number="x"),
+                "api: parcels, status nobody has": lambda: svc.find_parcels(
+                    aid, ParcelFilter(status_id=62997), None, 100
+                ),
+                "api: parcels, announced after": lambda: svc.find_parcels(
+                    aid, ParcelFilter(announced_after_ms=now), None, 100
+                ),
+                "api: parcels, updated after": lambda: svc.find_parcels(
+                    aid, ParcelFilter(updated_after_ms=now - DAY_MS), None, 100
+                ),
+                "api: parcels, first page": lambda: svc.find_parcels(
+                    aid, ParcelFilter(), None, 100
+                ),
                 "banner: health": lambda: svc.integration_health(aid, shop.id),
                 "api: deliveries": lambda: svc.list_deliveries(aid),
                 "api: deliveries failed": lambda: svc.list_deliveries(aid, status=dl.FAILED),

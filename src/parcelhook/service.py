@@ -406,7 +406,8 @@ class Service:
         self, account_id: int, f: ParcelFilter, at: Position | None, limit: int
     ) -> tuple[list[Parcel], bool]:
         """A page of the account's parcels in (updated, id) order, and whether more follow."""
-        async with self.store.reading() as r:
+        # the polling itself (updated_after, a cursor) reads one index range: on the loop
+        async with self.store.browsing() if f.may_walk else self.store.reading() as r:
             return await find_parcels(r, account_id, f, at, limit)
 
     async def change_status(

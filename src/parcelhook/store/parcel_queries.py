@@ -24,6 +24,14 @@ class ParcelFilter:
     announced_after_ms: int | None = None
     ids: Sequence[int] | None = None
 
+    @property
+    def may_walk(self) -> bool:
+        """Whether a page may read many of the account's parcels: a status or an announced
+        time narrows nothing by an index, unless an indexed filter comes with it."""
+        indexed = (self.tracking_number, self.order_number, self.external_reference, self.ids)
+        unindexed = self.status_id is not None or self.announced_after_ms is not None
+        return unindexed and all(v is None for v in indexed)
+
 
 @dataclass(frozen=True, slots=True)
 class Position:
