@@ -222,6 +222,12 @@ async def main(n: int) -> None:
                 "banner: health, all pending",
                 await worst(lambda: svc.integration_health(aid, shop.id)),
             )
+            retried: list[int] = []
+
+            async def retry_all() -> None:
+                retried.append(await svc.retry_all_now(aid, shop.id))
+
+            show("panel: retry all now", await worst(retry_all, runs=1), f" ({retried[0]:,})")
             conn = sqlite3.connect(url.removeprefix("sqlite:///"))
             with conn:
                 conn.execute("UPDATE deliveries SET status = 'failed'")

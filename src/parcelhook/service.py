@@ -716,9 +716,27 @@ class Service:
     async def retry_all_now(self, account_id: int, integration_id: int) -> int:
         """Send every waiting delivery of the integration now; returns how many."""
         now = self.clock.now_ms()
-        async with self.store.transaction() as tx:
-            await tx.integration(account_id, integration_id)
-            return await webhook_log.retry_now(tx, account_id, now, integration_id=integration_id)
+        async with self.store.reading() as r:
+            await r.integration(account_id, integration_id)
+            up_to = await r.last_delivery_id()
+        total, after = 0, 0
+        while True:
+            # in pages, the loop free between them, as redeliver_many (200,000 waiting
+            # made due in one transaction held SQLite's loop thread 1.5 s)
+            async with self.store.transaction() as tx:
+                count, last = await webhook_log.retry_now_page(
+                    tx,
+                    account_id,
+                    integration_id,
+                    now,
+                    after_id=after,
+                    up_to_id=up_to,
+                    limit=REDELIVER_PAGE,
+                )
+            if last is None:
+                return total
+            total, after = total + count, last
+            await asyncio.sleep(0)
 
     async def search_log(
         self,

@@ -231,3 +231,39 @@ async def test_a_bulk_redelivery_goes_in_pages_with_the_loop_free_between(
         task.cancel()
     statuses = [d.status for d in await h.service.list_deliveries(account.account_id, limit=10)]
     assert sorted(statuses) == [dl.DELIVERED] + [dl.PENDING] * 5
+
+
+async def test_retry_all_now_goes_in_pages_with_the_loop_free_between(
+    logged: tuple[Harness, FakeClock, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 200,000 waiting deliveries made due in one transaction held SQLite's loop 1.5 s
+    h, clock, account = logged
+    await h.service.update_integration(
+        account.account_id,
+        account.api.id,
+        IntegrationChanges(webhook_active=True, webhook_url="http://127.0.0.1:9/"),
+    )
+    for n in range(4):
+        await _parcel(h, account, f"ORDER-{n}")
+    later = clock.now_ms() + 3_600_000
+    async with h.store.transaction() as tx:
+        await tx.conn.execute(text(f"UPDATE deliveries SET next_attempt_ms = {later}"))
+    monkeypatch.setattr(service, "REDELIVER_PAGE", 2)
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await asyncio.sleep(0)
+        before = turns
+        assert await h.service.retry_all_now(account.account_id, account.api.id) == 5
+        assert turns - before >= 2  # three pages (2, 2, 1 deliveries)
+    finally:
+        task.cancel()
+    found = await h.service.list_deliveries(account.account_id, limit=10)
+    assert [d.next_attempt_ms for d in found] == [clock.now_ms()] * 5

@@ -3,6 +3,7 @@ health, and "Retry now"."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -68,6 +69,7 @@ async def retry_now(
     *,
     delivery_id: int | None = None,
     integration_id: int | None = None,
+    ids: Sequence[int] | None = None,
 ) -> int:
     """Make waiting deliveries due now; returns how many.
 
@@ -82,6 +84,8 @@ async def retry_now(
         q = q.where(d.c.id == delivery_id)
     if integration_id is not None:
         q = q.where(d.c.integration_id == integration_id)
+    if ids is not None:
+        q = q.where(d.c.id.in_(ids))
     result = await tx.conn.execute(
         q.values(next_attempt_ms=now_ms, schedule_base=d.c.attempt_count, updated_ms=now_ms)
     )
@@ -89,6 +93,38 @@ async def retry_now(
     if count:
         tx.queued = True
     return count
+
+
+async def retry_now_page(
+    tx: Tx,
+    account_id: int,
+    integration_id: int,
+    now_ms: int,
+    *,
+    after_id: int,
+    up_to_id: int,
+    limit: int,
+) -> tuple[int, int | None]:
+    """`retry_now` for the integration's first `limit` waiting deliveries with ids in
+    (after_id, up_to_id]: how many, and the last id looked at (None: none left)."""
+    d = s.deliveries
+    page = (
+        select(d.c.id)
+        .where(
+            d.c.integration_id == integration_id,
+            d.c.account_id == account_id,
+            d.c.status == dl.PENDING,
+            d.c.id > after_id,
+            d.c.id <= up_to_id,
+        )
+        .order_by(d.c.id)
+        .limit(limit)
+    )
+    found = [r[0] for r in await tx.conn.execute(page)]
+    if not found:
+        return 0, None
+    count = await retry_now(tx, account_id, now_ms, integration_id=integration_id, ids=found)
+    return count, found[-1]
 
 
 # ids grow with creation time, give or take writers that raced: a date's id bound is
