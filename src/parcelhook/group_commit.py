@@ -28,7 +28,7 @@ class GroupCommit(Generic[T, R]):
     def __init__(
         self,
         apply: Apply[T, R],
-        key: Callable[[T], Hashable],
+        key: Callable[[T], Hashable] | None,
         *,
         shared_failure: Callable[[BaseException], bool],
         max_batch: int = 256,
@@ -36,7 +36,8 @@ class GroupCommit(Generic[T, R]):
         """`apply` applies a batch in one transaction; `shared_failure(exc)` tells an error
         that would fail any batch (the database is away), which all of the batch's callers
         get. Any other error fails the batch, which is then applied one item at a time, so
-        that only the item that causes it gets it."""
+        that only the item that causes it gets it. Items of equal `key` never share a
+        batch; with no `key` (reads) any may."""
         self._apply = apply
         self._key = key
         self._shared = shared_failure
@@ -74,6 +75,9 @@ class GroupCommit(Generic[T, R]):
             item, future = self._waiting.popleft()
             if future.done():
                 continue  # its caller went away before it was applied: as if never sent
+            if self._key is None:
+                batch.append((item, future))
+                continue
             key = self._key(item)
             if key in keys:
                 later.append((item, future))

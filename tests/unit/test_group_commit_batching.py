@@ -108,3 +108,13 @@ async def test_a_caller_gone_before_its_batch_is_not_applied() -> None:
         await gone
     await asyncio.sleep(0.01)
     assert r.batches == [[("a", 1)]]
+
+
+async def test_without_a_key_equal_items_share_a_batch() -> None:
+    r = Recorder()
+    g: GroupCommit[tuple[str, int], int] = GroupCommit(
+        r.apply, key=None, shared_failure=lambda e: isinstance(e, Unavailable)
+    )
+    answers = await asyncio.gather(*(g.submit(("same", 1)) for _ in range(5)))
+    assert answers == [10] * 5
+    assert len(r.batches) == 1
