@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import sys
 from collections import Counter
@@ -21,6 +22,9 @@ import asyncpg
 import httpx
 import pytest
 
+from parcelhook.domain.retry import RetryPolicy
+from parcelhook.store import engine as store_engine
+from parcelhook.store import sqlite as store_sqlite
 from support.harness import (
     PG_ADMIN,
     Account,
@@ -31,7 +35,7 @@ from support.harness import (
     make_pg_database,
     pg_reachable,
 )
-from support.hostile_receiver import HostileReceiver
+from support.hostile_receiver import HostileReceiver, Mode
 from support.tcp_proxy import TcpProxy
 
 PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1234", "country": "NL"}
@@ -209,3 +213,128 @@ async def test_a_locked_sqlite_database_loses_nothing(tmp_path: Path) -> None:
     assert load.no_retry_after == 0
     assert set(load.answers) <= {200, 503}, load.answers
     sqlite3.connect(db).close()
+
+
+# the most pages parcelhook's connections may give the database file (4 KiB each): SQLite's
+# max_page_count makes a size-limited file, a full disk without mounting one
+PAGE_LIMIT = 4_000
+
+
+class Recorded(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def fill(db: Path, pages: int) -> None:
+    """Grow the file (from a connection of the test's, without the limit) to `pages`."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS ballast (b BLOB)")
+        # to exactly `pages` (a connection opened later cannot be limited below the file's
+        # size), a row (a page) at a time at the end, holding the write lock throughout
+        conn.execute("BEGIN IMMEDIATE")
+        while (count := conn.execute("PRAGMA page_count").fetchone()[0]) < pages:
+            rows = max(1, (pages - count) // 2)
+            conn.executemany("INSERT INTO ballast VALUES (zeroblob(3500))", [()] * rows)
+        conn.execute("COMMIT")
+        assert count == pages, count
+    finally:
+        conn.close()
+
+
+def free(db: Path) -> None:
+    """Free the room the ballast took, as an operator freeing disk space does."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        conn.execute("DELETE FROM ballast")
+    finally:
+        conn.close()
+
+
+def parcels_in(db: Path) -> tuple[set[int], set[int]]:
+    """The parcels committed, and those with a status-change delivery queued."""
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        parcels = {r[0] for r in conn.execute("SELECT id FROM parcels")}
+        queued = {
+            r[0]
+            for r in conn.execute(
+                "SELECT parcel_id FROM deliveries WHERE action = 'parcel_status_changed'"
+            )
+        }
+    finally:
+        conn.close()
+    return parcels, queued
+
+
+def pending_in(db: Path) -> int:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return int(
+            conn.execute("SELECT count(*) FROM deliveries WHERE status != 'delivered'").fetchone()[
+                0
+            ]
+        )
+    finally:
+        conn.close()
+
+
+async def test_a_full_sqlite_disk_loses_nothing_and_half_commits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = f"PRAGMA max_page_count={PAGE_LIMIT}"
+    monkeypatch.setattr(store_engine, "SQLITE_PRAGMAS", (*store_engine.SQLITE_PRAGMAS, limit))
+    monkeypatch.setattr(store_sqlite, "PRAGMAS", (*store_sqlite.PRAGMAS, limit))
+    db = tmp_path / "full.db"
+    factory = HarnessFactory(f"sqlite:///{db}", tmp_path)
+    server_errors = Recorded()
+    try:
+        h = await factory(timeout=5.0, poll_seconds=0.5, retry=RetryPolicy((0.3,) * 500, 0))
+        # after the server's start, which configures this logger (it does not propagate)
+        logging.getLogger("uvicorn.error").addHandler(server_errors)
+        d = h.runtime.dispatcher
+        assert d is not None
+        async with HostileReceiver() as rx:
+            acct = await h.account()
+            load = Load(acct, await acct.shop(rx.url("/hook")))
+            load.start()
+            await eventually(lambda: len(load.committed) >= 30, within=20, what="some load")
+            # failures with a long answer: retried every 0.3 s, each attempt a row to write
+            rx.mode = Mode.status(500, body=b"x" * 1000)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(fill, db, PAGE_LIMIT)
+            await eventually(lambda: load.answers[503] >= 20, within=20, what="503s")
+            during = len(load.committed)
+            await eventually(
+                lambda: d.writer_health.failures > 0, within=20, what="a failed outcome write"
+            )
+            # the disk stays full: nothing more commits (a request under way may still)
+            assert len(load.committed) - during <= CLIENTS, load.answers
+            await asyncio.to_thread(free, db)
+            rx.mode = Mode.ok()
+            await eventually(lambda: len(load.committed) > during + 20, within=20)
+            await load.stop()
+            await eventually(
+                lambda: pending_in(db) == 0, within=30, what="every delivery to be delivered"
+            )
+            assert load.committed <= delivered_parcels(rx)
+            await eventually(healthy(h), within=10, what="/healthz to say ok")
+    finally:
+        await factory.close()
+        logging.getLogger("uvicorn.error").removeHandler(server_errors)
+    assert load.answers[500] == 0, load.answers
+    assert load.no_retry_after == 0
+    assert set(load.answers) <= {200, 503}, load.answers
+    parcels, queued = parcels_in(db)
+    # what answered 200 is there with its event, and what answered 503 left nothing behind
+    assert parcels == load.committed
+    assert queued == parcels
+    # an outage is logged in one line per request, not as a server error with a traceback,
+    # and says why (not a failed ROLLBACK of what SQLite had rolled back itself)
+    assert not [r.getMessage() for r in server_errors.records], server_errors.records[:1]
+    assert "disk is full" in caplog.text
+    assert "cannot rollback" not in caplog.text

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parcelhook.domain.errors import DomainError
-from parcelhook.store.faults import is_unavailable
+from parcelhook.store.faults import UNAVAILABLE_TYPES, is_unavailable
 
 # what a 503 asks clients to wait while the database is away
 RETRY_AFTER_S = 2
@@ -134,20 +134,35 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers.update(exc.headers)
         return response
 
+    def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # the database is away (a failover, a restart, a network cut, a full disk): not a
+        # bug, and the client may try again shortly; logged in one line, not a traceback each
+        log.warning(
+            "database unavailable: %s", str(exc).splitlines()[0][:200] or type(exc).__name__
+        )
+        response = error_response(
+            503,
+            "unavailable",
+            "The database is unavailable right now; try again in a few seconds.",
+            scope=request.scope,
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_unavailable(exc):
+            return unavailable(request, exc)
+        raise exc  # a bug: on to `bug` below
+
+    # by type, not only under Exception: Starlette re-raises what its catch-all handler
+    # answered, and the server then logs a traceback for every 503 of an outage
+    for kind in UNAVAILABLE_TYPES:
+        app.add_exception_handler(kind, database_error)
+
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         if is_unavailable(exc):
-            # the database is away (a failover, a restart, a network cut): not a bug, and
-            # the client may try again shortly; logged in one line, not a traceback each
-            log.warning("database unavailable: %s", type(exc).__name__)
-            response = error_response(
-                503,
-                "unavailable",
-                "The database is unavailable right now; try again in a few seconds.",
-                scope=request.scope,
-            )
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
-            return response
+            return unavailable(request, exc)
         # a 5xx is a bug: log it (never the request body, it may hold secrets)
         log.error("unhandled %s", type(exc).__name__, exc_info=exc)
         return error_response(

@@ -9,7 +9,7 @@ from sqlalchemy import exc as sa
 
 # the connection went or could not be made, the server is shutting down or refusing
 # connections, or it ran out of room (connections, disk): trying again later may work
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
+_UNAVAILABLE: tuple[type[Exception], ...] = (
     OSError,  # ConnectionError, TimeoutError, socket errors
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,  # "connection is closed", "another operation is in progress"
@@ -21,6 +21,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     sa.DisconnectionError,
     sa.TimeoutError,  # the pool had no connection to give
 )
+
+# every type an unavailable database raises as, outermost: SQLAlchemy's wrappers included
+UNAVAILABLE_TYPES: tuple[type[Exception], ...] = (*_UNAVAILABLE, sa.DBAPIError)
 
 
 def is_unavailable(exc: BaseException) -> bool:

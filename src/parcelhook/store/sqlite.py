@@ -211,10 +211,14 @@ class SqliteQueue:
                 await sqlite_loop.begin_immediate(sync)
                 try:
                     yield Tx(sqlite_loop.LoopConnection(sync).as_async(), self._box)
+                    sync.exec_driver_sql("COMMIT")
                 except BaseException:
-                    sync.exec_driver_sql("ROLLBACK")
+                    # a full disk or an I/O error may have rolled it back already (then a
+                    # ROLLBACK fails, and would hide why); a failed COMMIT may leave it open,
+                    # and a connection back in the pool must never hold the write lock
+                    if sqlite_loop.in_transaction(sync):
+                        sync.exec_driver_sql("ROLLBACK")
                     raise
-                sync.exec_driver_sql("COMMIT")
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Tx]:
@@ -333,7 +337,10 @@ class SqliteQueue:
                         )
                 await hot.execute("COMMIT")
             except Exception:
-                await hot.execute("ROLLBACK")
+                # SQLite may have rolled it back itself (a full disk): a ROLLBACK would then
+                # fail and hide why
+                if hot.in_transaction:
+                    await hot.execute("ROLLBACK")
                 raise
 
     async def next_due_ms(self) -> int | None:

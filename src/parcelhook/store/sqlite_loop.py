@@ -68,6 +68,12 @@ def raw_connection(path: str) -> sqlite3.Connection:
     return conn
 
 
+def in_transaction(conn: Connection) -> bool:
+    """Whether SQLite has a transaction open on `conn` (it ends one itself on some errors)."""
+    raw = conn.connection.dbapi_connection
+    return raw is not None and bool(raw.in_transaction)
+
+
 class LoopConnection:
     """A synchronous Connection behind the awaitable methods `Tx` calls: no hand-offs."""
 
