@@ -277,7 +277,7 @@ class Service:
         result = await self.sender.send(url, event.body, headers)
         # the log shows every send, tests too (marked by their action)
         async with self.store.transaction() as tx:
-            await webhook_log.record_test(tx, event, integration.id, result, now)
+            await webhook_log.record_test(tx, event, integration.id, result, now, url)
         return TestResult(
             delivered=result.succeeded,
             status_code=result.status_code,

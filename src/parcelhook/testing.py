@@ -211,6 +211,7 @@ class MemoryQueue:
                         r.response_excerpt,
                         # as the engines store them: cookies not kept, controls replaced
                         dl.storable_headers(r.response_headers),
+                        o.url,
                     )
                 )
             if d.lease_owner != o.lease:

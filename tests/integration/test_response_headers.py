@@ -1,6 +1,6 @@
-"""Every attempt keeps its response's headers, through a real loopback receiver on both
-engines: the delivery page and the API's delivery show them, a test send's too, and a
-cookie the receiver sets is never kept."""
+"""Every attempt keeps its response's headers and the URL it went to, through a real
+loopback receiver on both engines: the delivery page and the API's delivery show them, a
+test send's too, and a cookie the receiver sets is never kept."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ ANSWER = Mode(
 )
 
 
-async def test_a_receivers_headers_are_on_the_delivery_page_and_in_the_api(
+async def test_a_receivers_headers_and_the_url_are_on_the_delivery_page_and_in_the_api(
     harness: HarnessFactory,
 ) -> None:
     h = await harness()
@@ -46,6 +46,12 @@ async def test_a_receivers_headers_are_on_the_delivery_page_and_in_the_api(
         headers = {h["name"]: h["value"] for h in attempt["response_headers"]}
         assert headers["X-Receiver-Trace"] == "trace-42"
         assert headers["Set-Cookie"] == "…"
+        assert attempt["url"] == rx.url("/traced")
+        # the webhook URL changes afterwards: the attempt still says where it went
+        moved = await acct.call(
+            "PATCH", f"/api/v2/integrations/{shop}", {"webhook_url": rx.url("/moved")}
+        )
+        assert moved.status_code == 200, moved.text
 
         panel = await sign_in(h.base_url, "traced@example.com", PASSWORD)
         try:
@@ -54,15 +60,21 @@ async def test_a_receivers_headers_are_on_the_delivery_page_and_in_the_api(
             response_headers = page.text.split('class="response-headers"', 1)[1]
             assert "X-Receiver-Trace" in response_headers and "trace-42" in response_headers
             assert "s3cret" not in page.text
+            sent_to = re.search(
+                r'class="attempt-url">Sent to <span class="mono">([^<]+)<', page.text
+            )
+            assert sent_to is not None and sent_to.group(1) == rx.url("/traced")
 
             # a test send is logged with its answer's headers too
-            await h.service.test_webhook(acct.account_id, shop, url=rx.url("/traced"))
+            typed = rx.url("/traced") + "?typed=1"
+            await h.service.test_webhook(acct.account_id, shop, url=typed)
             log = await panel.get(f"/settings/integrations/{shop}/log")
             newest = max(int(i) for i in re.findall(rf"/integrations/{shop}/log/(\d+)", log.text))
             assert newest != delivery["id"]
             page = await panel.get(f"/settings/integrations/{shop}/log/{newest}")
             assert "test_webhook" in page.text
             assert "trace-42" in page.text.split('class="response-headers"', 1)[1]
+            assert page.text.count(typed.replace("&", "&amp;")) == 2  # the target, the attempt
             assert "s3cret" not in page.text
         finally:
             await panel.aclose()

@@ -487,6 +487,8 @@ class AttemptOut(BaseModel):
     response_excerpt: str
     # the answer's first 32 headers in order, cookies' values elided; [] without an answer
     response_headers: list[HeaderOut]
+    # where it was sent; null for attempts recorded before parcelhook kept it
+    url: str | None
 
 
 class DeliveryOut(BaseModel):

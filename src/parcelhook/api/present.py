@@ -47,6 +47,7 @@ def delivery(d: Delivery) -> dict[str, Any]:
                 "error": a.error,
                 "response_excerpt": a.response_excerpt,
                 "response_headers": [{"name": n, "value": v} for n, v in a.response_headers],
+                "url": a.url,
             }
             for a in d.attempts
         ],

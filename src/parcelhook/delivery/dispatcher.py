@@ -500,7 +500,8 @@ class Dispatcher:
             self.delivered += 1
         elif decision.verdict is Verdict.GONE:
             log.warning("integration %s answered 410 Gone; webhook turned off", c.integration_id)
-        return Outcome(c.id, c.integration_id, self._leases[c.id], at, result, decision)
+        url = integration.webhook_url if result is not None else None
+        return Outcome(c.id, c.integration_id, self._leases[c.id], at, result, decision, url)
 
     async def _write_outcomes(self) -> None:
         """Group commit: everything that finished while the last write ran goes in the next."""

@@ -36,6 +36,8 @@ class Attempt:
     response_excerpt: str
     # (name, value) as the endpoint answered them, made `storable_headers`
     response_headers: tuple[tuple[str, str], ...] = ()
+    # the URL it was sent to; None for attempts recorded before migration 0011
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

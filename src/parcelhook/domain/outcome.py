@@ -110,6 +110,8 @@ class Outcome:
     at_ms: int
     result: AttemptResult | None
     decision: OutcomeDecision
+    # where the attempt went (the integration's webhook URL at the time), for its log
+    url: str | None = None
 
     @property
     def verdict(self) -> Verdict:

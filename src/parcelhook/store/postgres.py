@@ -162,25 +162,25 @@ WITH o AS (
         AS o(id, lease, status, inc, next_ms, code, last_error, at_ms)
 ), attempt AS (
     INSERT INTO attempts (delivery_id, at_ms, duration_ms, status_code, error, response_excerpt,
-                          response_headers)
+                          response_headers, url)
     SELECT * FROM unnest($9::bigint[], $10::bigint[], $11::int[], $12::int[], $13::text[],
-                         $14::text[], $15::text[])
+                         $14::text[], $15::text[], $16::text[])
 ), health AS (
-    -- one update per integration ($16 succeeded, $17 failed, $19 answered 410), and only
+    -- one update per integration ($17 succeeded, $18 failed, $20 answered 410), and only
     -- where something changes, so a run of successes rewrites no integration row
     UPDATE integrations SET
-        failing_since_ms = CASE WHEN id = ANY($16::bigint[]) THEN NULL
-                                ELSE COALESCE(failing_since_ms, $18) END,
-        webhook_active = webhook_active AND NOT (id = ANY($19::bigint[])),
-        last_updated_ms = CASE WHEN id = ANY($19::bigint[]) AND webhook_active
-                               THEN $18 ELSE last_updated_ms END,
-        disabled_reason = CASE WHEN id = ANY($19::bigint[]) AND webhook_active
+        failing_since_ms = CASE WHEN id = ANY($17::bigint[]) THEN NULL
+                                ELSE COALESCE(failing_since_ms, $19) END,
+        webhook_active = webhook_active AND NOT (id = ANY($20::bigint[])),
+        last_updated_ms = CASE WHEN id = ANY($20::bigint[]) AND webhook_active
+                               THEN $19 ELSE last_updated_ms END,
+        disabled_reason = CASE WHEN id = ANY($20::bigint[]) AND webhook_active
                                THEN 'its endpoint answered 410 Gone' ELSE disabled_reason END,
-        disabled_ms = CASE WHEN id = ANY($19::bigint[]) AND webhook_active
-                           THEN $18 ELSE disabled_ms END
-    WHERE (id = ANY($16::bigint[]) AND failing_since_ms IS NOT NULL)
-       OR (id = ANY($17::bigint[]) AND failing_since_ms IS NULL)
-       OR (id = ANY($19::bigint[]) AND webhook_active)
+        disabled_ms = CASE WHEN id = ANY($20::bigint[]) AND webhook_active
+                           THEN $19 ELSE disabled_ms END
+    WHERE (id = ANY($17::bigint[]) AND failing_since_ms IS NOT NULL)
+       OR (id = ANY($18::bigint[]) AND failing_since_ms IS NULL)
+       OR (id = ANY($20::bigint[]) AND webhook_active)
 )
 UPDATE deliveries AS d SET
     status = o.status, attempt_count = d.attempt_count + o.inc, next_attempt_ms = o.next_ms,
@@ -384,7 +384,7 @@ class PostgresQueue:
         health = health_changes(outcomes)
         now = max(o.at_ms for o in outcomes)
         columns = [list(c) for c in zip(*states, strict=True)]
-        columns += [list(c) for c in zip(*attempts, strict=True)] or [[]] * 7
+        columns += [list(c) for c in zip(*attempts, strict=True)] or [[]] * 8
         args = (*columns, list(health.ok), list(health.failing), now, list(health.gone))
         async with self._conn() as pg:
             if not health.gone:

@@ -146,6 +146,7 @@ def outcome_rows(
             _storable(o.result.error),
             storable(o.result.response_excerpt),
             answer_headers.to_text(o.result.response_headers),
+            _storable(o.url),
         )
         for o in outcomes
         if o.result is not None and o.decision.attempted

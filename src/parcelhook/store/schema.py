@@ -235,6 +235,8 @@ attempts = Table(
     Column("response_excerpt", Text, nullable=False),
     # JSON [[name, value], ...] (store/answer_headers.py); NULL when none were kept
     Column("response_headers", Text),
+    # where the attempt went (the webhook URL then, or the URL typed for a test)
+    Column("url", Text),
 )
 
 # facts about the database itself, e.g. the fingerprint of the master key its secrets are

@@ -88,8 +88,8 @@ WHERE id IN (SELECT value FROM json_each(?2))
 
 ATTEMPTS_SQL = """
 INSERT INTO attempts (delivery_id, at_ms, duration_ms, status_code, error, response_excerpt,
-                      response_headers)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+                      response_headers, url)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # the parameters in the order of queue.outcome_rows' state tuples

@@ -822,6 +822,7 @@ class Tx:
                 error=r.error,
                 response_excerpt=r.response_excerpt,
                 response_headers=answer_headers.from_text(r.response_headers),
+                url=r.url,
             )
             for r in attempt_rows
         ]

@@ -277,7 +277,7 @@ async def search(tx: Tx, account_id: int, f: LogFilter, limit: int = 50) -> list
 
 
 async def record_test(
-    tx: Tx, event: Event, integration_id: int, result: AttemptResult, now_ms: int
+    tx: Tx, event: Event, integration_id: int, result: AttemptResult, now_ms: int, url: str
 ) -> int:
     """Log a test send as a settled delivery with its one attempt (never queued); its id."""
     d = s.deliveries
@@ -320,6 +320,7 @@ async def record_test(
             error=error,
             response_excerpt=storable(result.response_excerpt),
             response_headers=answer_headers.to_text(result.response_headers),
+            url=storable(url),
         )
     )
     return int(delivery_id)
