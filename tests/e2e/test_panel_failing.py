@@ -135,22 +135,37 @@ async def test_the_banner_says_since_when_why_and_how_many_and_retries_them_all(
     assert [r.path for r in receiver.requests].count(path) == 4
 
 
+@pytest.mark.parametrize(
+    ("viewport", "js", "lang"),
+    [
+        pytest.param(DESKTOP, True, "en", id="desktop-js-en"),
+        pytest.param(PHONE, False, "it", id="phone-nojs-it"),
+    ],
+)
 async def test_retry_now_sends_a_retrying_delivery_at_once_with_the_same_webhook_id(
-    open_page: OpenPage, served: Served, receiver: HostileReceiver
+    open_page: OpenPage,
+    served: Served,
+    receiver: HostileReceiver,
+    viewport: Any,
+    js: bool,
+    lang: str,
 ) -> None:
-    path = "/retry-one"
+    _ = words(lang)
+    path = f"/retry-one-{lang}"
     shop = await failing_shop(served, receiver, path, parcels=1)
     receiver.route(path, Mode.status(503, body=b"still down"))
-    page = await open_page(PHONE)
+    page = await open_page(viewport, js=js, locale=LOCALES[lang])
     await sign_in(page, served, f"/settings/integrations/{shop}/log")
     row = page.locator("tbody tr[data-delivery]").first
-    await expect(row).to_contain_text("retrying")
-    button = row.get_by_role("button", name=re.compile("^Retry now"))
+    await expect(row).to_contain_text(_("retrying"))
+    button = row.get_by_role("button", name=re.compile("^" + re.escape(_("Retry now"))))
     await expect(button).to_be_visible()
     await row.get_by_role("link").click()
     started = time.time()
-    await page.get_by_role("button", name="Retry now", exact=True).click()
-    await expect(page.locator(".notice")).to_contain_text("Sending it now")
+    await page.get_by_role("button", name=_("Retry now"), exact=True).click()
+    await expect(page.locator(".notice")).to_contain_text(
+        _("Sending it now; should it fail again, its retries start over.")
+    )
 
     async def sent_twice() -> bool:
         return [r.path for r in receiver.requests].count(path) == 2
