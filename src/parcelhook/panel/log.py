@@ -169,10 +169,12 @@ async def _log_page(request: Request, integration: Integration | None) -> Respon
         found_by,
         order_number=order_number,
         tracking_number=tracking_number,
-        limit=PAGE_SIZE,
+        # one more than a page: a link to older deliveries only when there are some
+        limit=PAGE_SIZE + 1,
     )
     older = None
-    if len(found) == PAGE_SIZE:
+    if len(found) > PAGE_SIZE:
+        found = found[:PAGE_SIZE]
         older = f"{base}?{urlencode({**query.params(), 'before': found[-1].id})}"
     notice = _notice(request)
     return panel.page(
