@@ -17,6 +17,7 @@ from parcelhook.config import Settings
 from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.delivery.observe import DeliveryObserver
+from parcelhook.delivery.proxy import Proxies
 from parcelhook.delivery.sender import Sender, check_target_resolves
 from parcelhook.delivery.transport import TransportFactory, WireTransport
 from parcelhook.domain.clock import Clock, SystemClock
@@ -66,6 +67,7 @@ class Runtime:
             resolver=resolver,
             transport=transport,
             ssl_context=tls_context(settings),
+            proxies=Proxies.from_environment(),
         )
         self.service = Service(
             self.store,
@@ -124,6 +126,7 @@ class Runtime:
             resolver=self._resolver,
             transport=self._transport,
             ssl_context=tls_context(s),
+            proxies=Proxies.from_environment(),
         )
         await sender.start()
         self.dispatcher = Dispatcher(

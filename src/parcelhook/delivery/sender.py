@@ -26,6 +26,8 @@ from aiohttp.resolver import DefaultResolver
 from parcelhook.delivery import transport as tr
 from parcelhook.delivery import wire
 from parcelhook.delivery.headers import USER_AGENT
+from parcelhook.delivery.proxied import ProxiedTransport, ProxyRouter
+from parcelhook.delivery.proxy import Proxies, ProxyError
 from parcelhook.domain.retry import AttemptResult
 from parcelhook.domain.targets import BadURL, IPAddress, forbidden_reason, parse_webhook_url
 
@@ -98,11 +100,13 @@ class Sender:
         clock: Callable[[], float] = time.monotonic,
         transport: tr.TransportFactory = tr.WireTransport,
         wall_clock: Callable[[], float] = time.time,
+        proxies: Proxies | None = None,
     ) -> None:
         """`ssl_context`: whom https endpoints must prove they are (default: the system's
         CAs); `clock`: monotonic seconds, for connections' idle times; `transport`: what
         builds the transport (for the `Dial` that enforces this sender's target policy);
-        `wall_clock`: seconds since the epoch, for a `Retry-After` given as a date."""
+        `wall_clock`: seconds since the epoch, for a `Retry-After` given as a date;
+        `proxies`: the operator's outbound proxy (`Proxies.from_environment()`)."""
         self.timeout = timeout
         self.allow_private = allow_private
         self.allow_http = allow_http
@@ -113,6 +117,7 @@ class Sender:
         self._wall_clock = wall_clock
         self._timeout_words = f"timed out after {timeout:g} s"
         self._make_transport = transport
+        self._proxies = proxies
         self._transport: tr.Transport | None = None
         # requests (so connections) at once across all endpoints; 0: no cap
         self._slots = asyncio.Semaphore(max_connections) if max_connections else None
@@ -131,8 +136,14 @@ class Sender:
             check_ip=None if self.allow_private else _check_literal,
             ssl_context=self._ssl_context,
             clock=self._clock,
+            proxy_resolver=inner,
         )
-        self._transport = self._make_transport(dial)
+        direct = self._make_transport(dial)
+        self._transport = (
+            direct
+            if self._proxies is None
+            else ProxyRouter(direct, ProxiedTransport(dial), self._proxies)
+        )
         return self._transport
 
     async def start(self) -> None:
@@ -213,7 +224,7 @@ class Sender:
             return "invalid HTTP response from endpoint"
         if isinstance(exc, tr.Closed):
             return "connection closed by endpoint"
-        if isinstance(exc, TargetRefused):
+        if isinstance(exc, TargetRefused | ProxyError):
             return str(exc)
         if isinstance(exc, socket.gaierror):
             return f"could not resolve host {wire.parse_target(url).host}"

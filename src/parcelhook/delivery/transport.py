@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from parcelhook.delivery import wire
+from parcelhook.delivery.proxy import ProxyError, refusal, shown
 from parcelhook.delivery.wire import (
     EXCERPT_LIMIT,
     READ_LIMIT,
@@ -74,6 +76,8 @@ class Dial:
     ssl_context: ssl.SSLContext | None = None
     # monotonic seconds, for connections' idle times
     clock: Callable[[], float] = field(default=time.monotonic)
+    # how to resolve the operator's outbound proxy (not guarded: it is the operator's own)
+    proxy_resolver: AbstractResolver | None = None
 
 
 class Transport(Protocol):
@@ -116,6 +120,11 @@ class WireTransport:
         self._pool.close()
 
 
+def words(exc: aiohttp.ClientConnectorError) -> str:
+    code = exc.os_error.errno
+    return (os.strerror(code) if code else str(exc.os_error) or "failed").lower()
+
+
 class AiohttpTransport:
     """The reference: aiohttp's client, through the same guarded resolver."""
 
@@ -144,11 +153,28 @@ class AiohttpTransport:
         literal = wire.ip_literal(host)
         if literal is not None and self._check_ip is not None:
             self._check_ip(literal)  # aiohttp never asks the resolver about IP literals
+        return await self._post(url, body, headers, deadline, None)
+
+    async def _post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        deadline: float,
+        proxy: str | None,
+    ) -> Answer:
         try:
             async with asyncio.timeout_at(deadline):
                 response = await self._session.post(
-                    url, data=body, headers=dict(headers), allow_redirects=False
+                    url, data=body, headers=dict(headers), allow_redirects=False, proxy=proxy
                 )
+        except aiohttp.ClientHttpProxyError as exc:  # the proxy answered CONNECT with no
+            why = refusal(exc.status, exc.headers or {})
+            raise ProxyError(why or f"refused by the proxy: {exc.status} {exc.message}") from None
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise ProxyError(
+                f"could not reach the proxy {shown(proxy or '')}: {words(exc)}"
+            ) from None
         except aiohttp.ClientConnectorCertificateError as exc:
             raise exc.certificate_error from None
         except aiohttp.ClientConnectorError as exc:
