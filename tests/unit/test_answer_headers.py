@@ -57,3 +57,12 @@ def test_no_headers_store_as_null_and_old_attempts_read_as_none() -> None:
     assert answer_headers.to_text([]) is None
     assert answer_headers.from_text(None) == ()
     assert answer_headers.from_text("") == ()
+
+
+def test_clean_headers_are_kept_as_they_are_and_one_bad_byte_anywhere_is_caught() -> None:
+    clean = (("Content-Type", "application/json"), ("X-Set", "tab\tok"), ("Date", "Mon"))
+    assert storable_headers(clean) == clean
+    for bad in ("\x00", "\x1f", "\x7f", "\udc80"):
+        assert storable_headers((*clean, ("X-Last", f"v{bad}")))[-1][1] != f"v{bad}"
+        assert storable_headers(((f"X{bad}", "v"), *clean))[0][0] != f"X{bad}"
+    assert storable_headers((*clean, ("SET-COOKIE", "a=b")))[-1] == ("SET-COOKIE", "…")

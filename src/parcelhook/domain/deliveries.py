@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from parcelhook.domain.text import storable
+from parcelhook.domain.text import is_storable, storable
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -21,9 +21,18 @@ def storable_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str
     """An answer's headers as an attempt keeps them: every name and value storable (as
     the body excerpt is: an endpoint may answer NUL, other controls or invalid UTF-8), and
     no cookie's value."""
+    pairs = tuple(headers)
+    # the common case, checked in two scans: every attempt of the dispatcher comes here
+    names = "\n".join(name for name, _ in pairs)
+    if (
+        "set-cookie" not in names.lower()
+        and is_storable(names)
+        and is_storable("".join(value for _, value in pairs))
+    ):
+        return pairs
     return tuple(
         (storable(name), ELIDED if name.lower() in _VALUES_NOT_KEPT else storable(value))
-        for name, value in headers
+        for name, value in pairs
     )
 
 

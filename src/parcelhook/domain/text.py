@@ -24,6 +24,15 @@ def check_text(value: str, field: str) -> str:
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+# what `storable` changes: those controls, and lone surrogates (which UTF-8 cannot encode)
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def is_storable(value: str) -> bool:
+    """True when `storable(value)` is `value`: one scan, nothing built."""
+    return _UNSTORABLE.search(value) is None
+
+
 def storable(value: str) -> str:
     """`value` as any engine stores it: controls as U+FFFD, lone surrogates as `?`."""
     value = value.encode("utf-8", "replace").decode("utf-8")
