@@ -115,6 +115,9 @@ class Service:
             key=lambda c: c.parcel_id,
             shared_failure=is_unavailable,
         )
+        self._creations: GroupCommit[tuple[int, int, NewParcel], Parcel] = GroupCommit(
+            self._create_each, key=None, shared_failure=is_unavailable
+        )
 
     # -- accounts ---------------------------------------------------------------------
 
@@ -299,6 +302,9 @@ class Service:
         """Create a batch in one transaction: all or nothing, or (`partial`) every parcel
         that is valid, with the index and error of each one that is not. `acting_id` is
         the calling integration, whose the parcels are unless they name another."""
+        if len(batch) == 1 and not partial:
+            # one parcel: committed together with other calls' (group commit)
+            return [await self._creations.submit((account_id, acting_id, batch[0]))], []
         created: list[Parcel] = []
         failed: list[tuple[int, DomainError]] = []
         async with self.store.transaction() as tx:
@@ -310,6 +316,15 @@ class Service:
                         raise
                     failed.append((index, exc))
         return created, failed
+
+    async def _create_each(
+        self, items: Sequence[tuple[int, int, NewParcel]]
+    ) -> list[Parcel | Exception]:
+        """Several calls' parcels in one transaction. Any error, a caller's bad input
+        included, undoes them all: group commit then creates each in its own transaction,
+        so that only the bad one fails and nothing of it is kept."""
+        async with self.store.transaction() as tx:
+            return [await self._create_parcel(tx, *item) for item in items]
 
     async def _create_parcel(
         self, tx: Tx, account_id: int, acting_id: int, new: NewParcel

@@ -13,8 +13,8 @@ from sqlalchemy import select, text
 
 from parcelhook.domain import events as ev
 from parcelhook.domain import systems
-from parcelhook.domain.errors import NotFound
-from parcelhook.domain.parcels import Parcel
+from parcelhook.domain.errors import InvalidInput, NotFound
+from parcelhook.domain.parcels import Parcel, parse_new_parcel
 from parcelhook.domain.statuses import ParcelStatus
 from parcelhook.store import schema as s
 from support.harness import Account, Harness, HarnessFactory
@@ -180,3 +180,43 @@ async def test_a_database_error_in_a_batch_answers_503_and_changes_nothing(
     for i in ids:
         assert await _status(h, i) == ParcelStatus.READY_TO_SEND
     assert len(await _events(h)) == before
+
+
+async def test_concurrent_parcel_creations_share_one_transaction_and_a_bad_one_fails_alone(
+    harness: HarnessFactory, database_url: str
+) -> None:
+    h = await harness(dispatcher=False)
+    acct = await h.account()
+    shop = await acct.shop("http://127.0.0.1:9/hook")
+    await _parcels(acct, 1)  # warm up
+    good = parse_new_parcel({**PARCEL, "integration_id": shop})
+    with statements() as sql:
+        created = await asyncio.gather(
+            *(
+                h.service.create_parcels(acct.account_id, acct.api.id, [good], partial=False)
+                for _ in range(10)
+            )
+        )
+    assert len({c[0][0].id for c in created}) == 10
+    # per parcel: its integration, the INSERT, its tracking number, the outbox (two on
+    # SQLite); once: BEGIN and COMMIT (SQLite)
+    sqlite = database_url.startswith("sqlite")
+    assert len(sql) == (10 * 5 + 2 if sqlite else 10 * 4), "\n".join(sql)
+
+    async with h.store.reading() as r:
+        before = len(await r.parcels_updated_after(acct.account_id, 0, 0, 1000))
+    bad = parse_new_parcel({**PARCEL, "integration_id": shop, "sender_address": 10**9})
+    answers = await asyncio.gather(
+        *(
+            h.service.create_parcels(
+                acct.account_id, acct.api.id, [bad if i == 3 else good], partial=False
+            )
+            for i in range(6)
+        ),
+        return_exceptions=True,
+    )
+    assert isinstance(answers[3], InvalidInput)
+    assert sum(1 for a in answers if isinstance(a, tuple)) == 5
+    async with h.store.reading() as r:
+        after = len(await r.parcels_updated_after(acct.account_id, 0, 0, 1000))
+    assert after == before + 5
