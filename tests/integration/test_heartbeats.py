@@ -4,10 +4,13 @@ seconds, not when their leases end (two minutes by default)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import replace
+
+import pytest
 
 from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.sender import Sender
@@ -173,3 +176,31 @@ async def test_a_dispatcher_taken_for_dead_does_not_send_what_it_no_longer_holds
     sent = Counter(r.headers["webhook-id"] for r in rx.requests)
     # only the one on the wire when the loop stalled may arrive twice
     assert sum(sent.values()) <= 7, sent
+
+
+async def test_a_dispatcher_on_a_host_with_a_long_name_delivers(
+    harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Kubernetes pod's host name may be 63 characters; its lease tokens must still fit
+    deliveries.lease_owner (PostgreSQL refused every claim)."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "parcelhook-worker-" + "x" * 45)
+    h = await harness(dispatcher=False)
+    acct = await h.account()
+    async with HostileReceiver() as rx:
+        shop = await acct.shop(rx.url("/hook"))
+        r = await acct.call(
+            "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
+        )
+        assert r.status_code == 200
+        async with Sender(timeout=2.0, allow_private=True, allow_http=True) as sender:
+            d = Dispatcher(h.store.queue, sender, SystemClock())
+            d._claims = 10**12  # a long-running one
+            stop = asyncio.Event()
+            task = asyncio.create_task(d.run(stop))
+            try:
+                await rx.wait_for_requests(1)
+                await eventually(lambda: d.delivered == 1, within=10, what="its outcome")
+            finally:
+                stop.set()
+                await task
+        assert d.claimer_health.failures == 0

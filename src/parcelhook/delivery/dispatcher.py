@@ -15,6 +15,7 @@ import os
 import random
 import socket
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
@@ -33,6 +34,8 @@ from parcelhook.store.queue import DeliveryQueue
 from parcelhook.supervision import Backoff, Health
 
 log = logging.getLogger("parcelhook.dispatcher")
+MAX_OWNER = 48
+CLAIM_NUMBERS = 10**9  # a lease token's claim number wraps (after 30 years at one a second)
 REFUSED = "the response could not be stored; this attempt is recorded without it"
 
 
@@ -134,7 +137,14 @@ class Dispatcher:
         self.clock = clock
         self.policy = policy or RetryPolicy()
         self.config = config or DispatcherConfig()
-        self._named = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # a lease token (owner, a new life's "~n", "#" and a claim number) must fit the
+        # 64 characters of deliveries.lease_owner: a Kubernetes pod's name alone may take
+        # 63, and PostgreSQL refuses a longer token, so every claim would fail
+        self._named = owner or (
+            f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        )
+        if len(self._named) > MAX_OWNER:
+            raise ValueError(f"a dispatcher's name has at most {MAX_OWNER} characters")
         self.owner = self._named
         self._lives = 1  # a new name for each life after being taken for dead
         self.rng = rng or random.Random()
@@ -311,7 +321,7 @@ class Dispatcher:
         self._capacity.set()
         # a new name: a late revival of the old one must not touch what is claimed next
         self._lives += 1
-        self.owner = f"{self._named}~{self._lives}"
+        self.owner = f"{self._named}~{self._lives % 1000}"
         log.error(
             "this dispatcher was taken for dead (no heartbeat for %d ms); %d deliveries it "
             "held were dropped unsent, now dispatching as %s",
@@ -337,7 +347,7 @@ class Dispatcher:
         default_room = self._room_of(self._start_limit)
         limit = min(self.config.batch_size, self.config.max_in_flight - self._in_flight)
         self._claims += 1
-        lease = f"{self.owner}#{self._claims}"
+        lease = f"{self.owner}#{self._claims % CLAIM_NUMBERS}"
         started = time.perf_counter()
         claimed = await self.queue.claim_due(
             lease, now, self.config.lease_ms, limit, room, default_room
