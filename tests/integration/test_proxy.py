@@ -3,13 +3,18 @@ on both transports, with a real proxy on loopback (tests/support/forward_proxy.p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from parcelhook.config import Settings
 from parcelhook.delivery.proxy import Proxies
 from parcelhook.delivery.sender import Sender
 from parcelhook.delivery.transport import AiohttpTransport, TransportFactory, WireTransport
+from parcelhook.runtime import tls_context
 from support.forward_proxy import DENIED, ForwardProxy
 from support.hostile_receiver import HostileReceiver, refused_port
+from support.tls_endpoint import mutual_tls_endpoint
 
 BODY = b'{"action": "integration_connected"}'
 HEADERS = {"Content-Type": "application/json", "webhook-id": "msg_1"}
@@ -116,3 +121,20 @@ def test_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert proxies.for_url("https://example.com/hook") is None
     assert proxies.for_url("https://hooks.test:8443/x") is None
     assert proxies.for_url("https://hooks.test/x") == "http://proxy.internal:3128"
+
+
+@transports
+async def test_an_https_webhook_goes_through_a_connect_tunnel(
+    transport: TransportFactory, tmp_path: Path
+) -> None:
+    """TLS ends at the endpoint, not the proxy: the endpoint proves its name to the
+    operator's CA and asks for the client certificate, through the tunnel."""
+    async with mutual_tls_endpoint(tmp_path) as (url, bundle, client), ForwardProxy() as proxy:
+        context = tls_context(Settings(ca_bundle=bundle, client_cert=client))
+        proxies = Proxies(https=proxy.url)
+        async with Sender(
+            allow_private=True, ssl_context=context, transport=transport, proxies=proxies
+        ) as sender:
+            result = await sender.send(url, BODY, HEADERS)
+    assert (result.status_code, result.error) == (200, None)
+    assert proxy.seen == [("CONNECT", url.removeprefix("https://").removesuffix("/hook"))]
