@@ -324,14 +324,15 @@ class SqliteQueue:
                     gone = as_json(health.gone)
                     # rare (an endpoint answered 410): the write lock is held, so exactly
                     # these are turned off by this batch
-                    off = health.gone and as_json(
-                        r[0] for r in await hot.execute_fetchall(TURNING_OFF_SQL, (gone,))
-                    )
+                    off = []
+                    if health.gone:
+                        turning = await hot.execute_fetchall(TURNING_OFF_SQL, (gone,))
+                        off = [r[0] for r in turning]
                     await hot.execute(
                         HEALTH_SQL, (as_json(health.ok), as_json(health.failing), gone, now)
                     )
                     if off:
-                        rows = await hot.execute_fetchall(TURNED_OFF_SQL, (off,))
+                        rows = await hot.execute_fetchall(TURNED_OFF_SQL, (as_json(off),))
                         await hot.executemany(
                             EVENT_SQL, queue.turned_off_events(rows, self._box, now)
                         )
