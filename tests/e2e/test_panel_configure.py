@@ -38,6 +38,11 @@ MODES = [
     pytest.param(DESKTOP, True, id="desktop-js"),
     pytest.param(PHONE, False, id="phone-nojs"),
 ]
+# each width, each script mode and each language at least once
+LANG_MODES = [
+    pytest.param(DESKTOP, True, "en", id="desktop-js-en"),
+    pytest.param(PHONE, False, "it", id="phone-nojs-it"),
+]
 
 
 async def press_test(page: Page, name: str = "Test API Webhook") -> None:
@@ -46,7 +51,9 @@ async def press_test(page: Page, name: str = "Test API Webhook") -> None:
     await page.keyboard.press("Enter")
 
 
-async def answered_in_place(page: Page, configure_url: str, *, typed_url: str, js: bool) -> None:
+async def answered_in_place(
+    page: Page, configure_url: str, *, typed_url: str, js: bool, lang: str = "en"
+) -> None:
     """Focus is back on the button, the address is Configure's, typed values stay but the key."""
     await expect(page.locator("#test-button")).to_be_focused()
     assert page.url == configure_url
@@ -54,11 +61,18 @@ async def answered_in_place(page: Page, configure_url: str, *, typed_url: str, j
     assert KEY not in await page.content()
     if not js:
         await expect(page.locator("#webhook_signature_key")).to_have_value("")
-        await expect(page.locator("#key-private")).to_contain_text("not shown again")
+        await expect(page.locator("#key-private")).to_have_text(
+            words(lang)(
+                "The key you typed is not shown again, for your safety: "
+                "type it once more before saving."
+            )
+        )
 
 
-async def configure(open_page: OpenPage, served: Served, viewport: Any, js: bool) -> Page:
-    page = await open_page(viewport, js=js)
+async def configure(
+    open_page: OpenPage, served: Served, viewport: Any, js: bool, lang: str = "en"
+) -> Page:
+    page = await open_page(viewport, js=js, locale=LOCALES[lang])
     await sign_in(page, served, f"/settings/integrations/{served.integration_id}")
     return page
 
@@ -115,54 +129,80 @@ async def test_a_dead_port_is_named_in_words(
             )
 
 
-@pytest.mark.parametrize(("viewport", "js"), MODES)
+@pytest.mark.parametrize(("viewport", "js", "lang"), LANG_MODES)
 async def test_a_401_shows_the_status_time_and_the_response(
-    open_page: OpenPage, served: Served, receiver: HostileReceiver, viewport: Any, js: bool
+    open_page: OpenPage,
+    served: Served,
+    receiver: HostileReceiver,
+    viewport: Any,
+    js: bool,
+    lang: str,
 ) -> None:
+    _ = words(lang)
     path = f"/unauthorised-{int(js)}"
     receiver.route(path, Mode.status(401, body=b"invalid token"))
-    page = await configure(open_page, served, viewport, js)
+    page = await configure(open_page, served, viewport, js, lang)
     configure_url = page.url
     await page.locator("#webhook_url").fill(receiver.url(path))
     await page.locator("#webhook_signature_key").fill(KEY)
-    await press_test(page)
+    await press_test(page, _("Test API Webhook"))
     result = page.locator("#test-result")
-    await expect(result).to_contain_text(
-        re.compile(r"Not delivered: the endpoint answered HTTP 401 in \d+ ms\. Only an answer")
+    said = sentence(
+        lang,
+        "Not delivered: the endpoint answered HTTP %(status)s in %(ms)s ms.",
+        status="401",
+        ms=r"\d+",
     )
+    await expect(result).to_contain_text(said)
+    await expect(result).to_contain_text(_("Only an answer in the 2xx range counts as delivered."))
     await expect(result.locator("pre")).to_have_text("invalid token")
-    await answered_in_place(page, configure_url, typed_url=receiver.url(path), js=js)
+    await answered_in_place(page, configure_url, typed_url=receiver.url(path), js=js, lang=lang)
     assert [r.path for r in receiver.requests].count(path) == 1
 
 
-@pytest.mark.parametrize(("viewport", "js"), MODES)
+@pytest.mark.parametrize(("viewport", "js", "lang"), LANG_MODES)
 async def test_a_timeout_says_how_long_it_waited(
-    open_page: OpenPage, served: Served, receiver: HostileReceiver, viewport: Any, js: bool
+    open_page: OpenPage,
+    served: Served,
+    receiver: HostileReceiver,
+    viewport: Any,
+    js: bool,
+    lang: str,
 ) -> None:
+    _ = words(lang)
     path = f"/hangs-{int(js)}"
     receiver.route(path, Mode.hang())
-    page = await configure(open_page, served, viewport, js)
+    page = await configure(open_page, served, viewport, js, lang)
     configure_url = page.url
     await page.locator("#webhook_url").fill(receiver.url(path))
     await page.locator("#webhook_signature_key").fill(KEY)
-    await press_test(page)
-    await expect(page.locator("#test-result")).to_contain_text(
-        re.compile(r"Not delivered: timed out after 5 s \(after \d+ ms\)\."), timeout=15_000
+    await press_test(page, _("Test API Webhook"))
+    waited = _("timed out after %(seconds)s s") % {"seconds": "5"}
+    said = sentence(
+        lang, "Not delivered: %(problem)s (after %(ms)s ms).", problem=re.escape(waited), ms=r"\d+"
     )
-    await answered_in_place(page, configure_url, typed_url=receiver.url(path), js=js)
+    await expect(page.locator("#test-result")).to_contain_text(said, timeout=15_000)
+    await answered_in_place(page, configure_url, typed_url=receiver.url(path), js=js, lang=lang)
 
 
-@pytest.mark.parametrize(("viewport", "js"), MODES)
+@pytest.mark.parametrize(("viewport", "js", "lang"), LANG_MODES)
 async def test_a_weak_key_sends_nothing_and_names_the_rules(
-    open_page: OpenPage, served: Served, receiver: HostileReceiver, viewport: Any, js: bool
+    open_page: OpenPage,
+    served: Served,
+    receiver: HostileReceiver,
+    viewport: Any,
+    js: bool,
+    lang: str,
 ) -> None:
+    _ = words(lang)
     path = f"/weak-{int(js)}"
-    page = await configure(open_page, served, viewport, js)
+    page = await configure(open_page, served, viewport, js, lang)
     configure_url = page.url
     await page.locator("#webhook_url").fill(receiver.url(path))
     await page.locator("#webhook_signature_key").fill("short1a")
-    await press_test(page)
-    await expect(page.locator("#test-result, .problem").first).to_contain_text("Nothing was sent")
+    await press_test(page, _("Test API Webhook"))
+    nothing_sent = _("Nothing was sent:").rstrip(":")
+    await expect(page.locator("#test-result, .problem").first).to_contain_text(nothing_sent)
     await expect(page.locator('#key-rules li[data-rule="special"]')).to_have_class(
         re.compile(r"\bunmet\b")
     )
@@ -175,28 +215,38 @@ async def test_a_weak_key_sends_nothing_and_names_the_rules(
     assert path not in [r.path for r in receiver.requests]
 
 
-@pytest.mark.parametrize(("viewport", "js"), MODES)
+@pytest.mark.parametrize(("viewport", "js", "lang"), LANG_MODES)
 async def test_a_shop_is_told_what_it_receives_and_how_to_verify_it(
     open_page: OpenPage,
     served: Served,
     receiver: HostileReceiver,
     viewport: Any,
     js: bool,
+    lang: str,
     axe_source: str,
 ) -> None:
+    _ = words(lang)
     shop = await new_shop(served, name=f"Shop {int(js)}")
-    page = await open_page(viewport, js=js)
+    page = await open_page(viewport, js=js, locale=LOCALES[lang])
     await sign_in(page, served, f"/settings/integrations/{shop}")
     events = page.locator("#events li")
     await expect(events).to_have_count(1)
     await expect(events).to_contain_text("parcel_status_changed")
+    await expect(events).to_contain_text(_("A parcel's status changed"))
     await expect(page.locator("#key-state")).to_contain_text("Sendcloud-Signature")
-    assert "API secret key" not in await page.content()
-    await expect(page.get_by_role("button", name="Test API Webhook")).to_have_count(0)
+    api_key_hint = _("Not set: deliveries are signed with this integration's API secret key.")
+    assert api_key_hint not in await page.content()
+    await expect(page.get_by_role("button", name=_("Test API Webhook"))).to_have_count(0)
 
     await page.locator("#webhook_url").fill(receiver.url("/shop-test"))
-    await press_test(page, "Send a test webhook")
-    await expect(page.locator("#test-result")).to_contain_text("Delivered: the endpoint answered")
+    await press_test(page, _("Send a test webhook"))
+    said = sentence(
+        lang,
+        "Delivered: the endpoint answered HTTP %(status)s in %(ms)s ms.",
+        status="200",
+        ms=r"\d+",
+    )
+    await expect(page.locator("#test-result")).to_contain_text(said)
     await expect(page.locator("#test-button")).to_be_focused()
     if js:
         assert await axe_violations(page, axe_source) == []
