@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.browser]
 OpenPage = Callable[..., Awaitable[Page]]
-MODES = [
-    pytest.param(DESKTOP, True, id="desktop-js"),
-    pytest.param(PHONE, False, id="phone-nojs"),
+# each width, script mode and language at least once
+PAIRED_MODES = [
+    pytest.param(DESKTOP, True, "en", id="desktop-js-en"),
+    pytest.param(PHONE, False, "it", id="phone-nojs-it"),
 ]
 LANG_MODES = [
     pytest.param(DESKTOP, True, "en", id="desktop-js-en"),
@@ -196,18 +197,26 @@ async def test_the_account_wide_log_shows_every_integration_and_tests_marked(
         await page.screenshot(path=str(DOCS / f"panel-log-filters-{lang}.png"), full_page=True)
 
 
-@pytest.mark.parametrize(("viewport", "js"), MODES)
+@pytest.mark.parametrize(("viewport", "js", "lang"), PAIRED_MODES)
 async def test_the_delivery_page_shows_the_target_and_each_attempts_request_and_response(
-    open_page: OpenPage, served: Served, shop: dict[str, Any], viewport: Any, js: bool
+    open_page: OpenPage,
+    served: Served,
+    shop: dict[str, Any],
+    viewport: Any,
+    js: bool,
+    lang: str,
 ) -> None:
-    page = await open_page(viewport, js=js)
+    _ = words(lang)
+    page = await open_page(viewport, js=js, locale=LOCALES[lang])
     failed = shop["failed"]
     await sign_in(page, served, f"/settings/integrations/{shop['id']}/log/{failed['id']}")
     await expect(page.locator("dl.facts")).to_contain_text("/searched")
     attempt = page.locator(".attempts li").first
     await expect(attempt).to_contain_text("HTTP 500")
     await expect(attempt.locator("pre")).to_have_text("database is down")
+    await expect(attempt.locator(".attempt-url")).to_contain_text(_("Sent to") + " http")
     response = attempt.locator(".response-headers")
+    await expect(response.locator("summary")).to_have_text(_("Response headers of this attempt"))
     await response.locator("summary").click()
     await expect(response.get_by_role("row").filter(has_text="X-Request-Id")).to_contain_text(
         "r-500"
