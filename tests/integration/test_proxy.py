@@ -121,6 +121,12 @@ def test_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert proxies.for_url("https://example.com/hook") is None
     assert proxies.for_url("https://hooks.test:8443/x") is None
     assert proxies.for_url("https://hooks.test/x") == "http://proxy.internal:3128"
+    monkeypatch.setenv("NO_PROXY", "::1,[2001:db8::5]")
+    proxies = Proxies.from_environment()
+    assert proxies is not None
+    assert proxies.for_url("https://[::1]:8443/x") is None
+    assert proxies.for_url("https://[2001:db8::5]/x") is None
+    assert proxies.for_url("https://[2001:db8::6]/x") == "http://proxy.internal:3128"
 
 
 @transports

@@ -49,13 +49,20 @@ class Proxies:
         if not proxy:
             return None
         host = parts.hostname or ""
+        if ":" in host:  # IPv6: urllib would split the address at its last colon
+            entries = {e.strip().strip("[]").lower() for e in self.no_proxy.split(",")}
+            return None if "*" in entries or host in entries else _with_scheme(proxy)
         netloc = f"{host}:{parts.port}" if parts.port else host
         # urllib's rules: `*`, exact names, domain suffixes (with or without a leading dot),
         # host:port entries; no CIDR ranges (curl and requests differ there)
         bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
         if self.no_proxy and bypass(netloc, {"no": self.no_proxy}):
             return None
-        return proxy if "://" in proxy else "http://" + proxy
+        return _with_scheme(proxy)
+
+
+def _with_scheme(proxy: str) -> str:
+    return proxy if "://" in proxy else "http://" + proxy
 
 
 def shown(proxy: str) -> str:
