@@ -182,12 +182,14 @@ _PARCEL = select(_p).where(_p.c.id == bindparam("pid"), _p.c.account_id == bindp
 _PARCEL_FOR_UPDATE = _PARCEL.with_for_update()
 # A batch of status changes (group commit), one statement: each item's parcel, if the item's
 # account has it and its status differs, gets the status and a change time strictly after its
-# previous one. ?1/:items is a JSON array of [parcel, account, status, carrier ms] on SQLite.
+# previous one. :items is a JSON array of [parcel, account, status, carrier ms] on SQLite
+# (json_extract rather than ->>, which needs SQLite 3.38).
 _CHANGE_STATUSES_SQLITE = text(
     """
 UPDATE parcels SET status_id = x.sid, carrier_status_change_ms = x.cms,
     updated_ms = CASE WHEN parcels.updated_ms >= :now THEN parcels.updated_ms + 1 ELSE :now END
-FROM (SELECT value ->> 0 AS pid, value ->> 1 AS aid, value ->> 2 AS sid, value ->> 3 AS cms
+FROM (SELECT json_extract(value, '$[0]') AS pid, json_extract(value, '$[1]') AS aid,
+             json_extract(value, '$[2]') AS sid, json_extract(value, '$[3]') AS cms
       FROM json_each(:items)) AS x
 WHERE parcels.id = x.pid AND parcels.account_id = x.aid AND parcels.status_id <> x.sid
 RETURNING *
