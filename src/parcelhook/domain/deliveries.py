@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from parcelhook.domain.text import is_storable, storable
+from parcelhook.domain.text import storable
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -19,21 +19,19 @@ _VALUES_NOT_KEPT = frozenset({"set-cookie", "set-cookie2"})
 
 def storable_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """An answer's headers as an attempt keeps them: every name and value storable (as
-    the body excerpt is: an endpoint may answer NUL, other controls or invalid UTF-8), and
-    no cookie's value."""
-    pairs = tuple(headers)
-    # the common case, checked in two scans: every attempt of the dispatcher comes here
-    names = "\n".join(name for name, _ in pairs)
-    if (
-        "set-cookie" not in names.lower()
-        and is_storable(names)
-        and is_storable("".join(value for _, value in pairs))
-    ):
-        return pairs
+    the body excerpt is: an endpoint may answer NUL, other controls or invalid UTF-8), on
+    one line (a line break becomes a space), and no cookie's value."""
     return tuple(
-        (storable(name), ELIDED if name.lower() in _VALUES_NOT_KEPT else storable(value))
-        for name, value in pairs
+        (
+            _one_line(storable(name)),
+            ELIDED if name.lower() in _VALUES_NOT_KEPT else _one_line(storable(value)),
+        )
+        for name, value in headers
     )
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ") if "\n" in text or "\r" in text else text
 
 
 @dataclass(frozen=True, slots=True)
