@@ -185,9 +185,12 @@ class SqliteQueue:
             try:
                 yield hot
             except Exception as exc:
-                if is_unavailable(exc) and "locked" not in str(exc):
-                    # a disk or I/O error may leave the connection unusable: the next write
-                    # opens a fresh one
+                if is_unavailable(exc) and not any(w in str(exc) for w in ("locked", "full")):
+                    # an I/O error may leave the connection unusable: the next write opens a
+                    # fresh one. Not after a full disk: SQLite ends the failed statement or
+                    # transaction itself, and a connection closed while a failed cursor is
+                    # still referenced (a logged traceback holds one) lingers as a zombie
+                    # that kept the write lock, so the fresh one was "locked" for good
                     self._hot = None
                     with contextlib.suppress(Exception):
                         await hot.close()
