@@ -84,6 +84,8 @@ class Runtime:
             ),
         )
         self.dispatcher: Dispatcher | None = None
+        # PostgreSQL's LISTEN connection's task, while the dispatcher runs
+        self.listener: asyncio.Task[None] | None = None
         self.metrics = Metrics()
         self.failing = FailingEndpoints(
             self.store, settings, mailer_from_settings(settings), self.metrics
@@ -145,7 +147,10 @@ class Runtime:
         d = self.dispatcher
         self.metrics.watch_dispatcher(lambda: d.lanes_in_use, lambda: d.in_flight)
         self.store.on_enqueue(self.dispatcher.wake)
-        self.store.listen(self.dispatcher.wake, self.health.loop("listener"))
+        self.listener = self.store.listen(self.dispatcher.wake, self.health.loop("listener"))
+        if self.listener is not None:
+            # the store runs it (and ends it at close); its end before that is fatal too
+            watch(self.listener, "listener", stopping=self._stop.is_set, on_fatal=self._fatal)
         self.supervise("dispatcher", self.dispatcher.run(self._stop))
         self.supervise("pruner", self._prune_forever())
         self.supervise("failing-endpoint check", self._check_failing_forever())

@@ -46,11 +46,16 @@ class DeliveryListener:
         self._dsn = u.set(drivername="postgresql").render_as_string(hide_password=False)
         self._on_notify = on_notify
         self._health = health
+        if health is not None:
+            # it turns at every ping: silent for longer than one ping and its timeout, it
+            # is stuck (/healthz says so)
+            health.turns_every_ms = int((LISTEN_PING_S + LISTEN_CONNECT_S) * 1000)
         self._backoff = Backoff(first_s=0.2, cap_s=10.0)
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._run(), name="listener")
+        return self._task
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -333,11 +338,14 @@ class PostgresQueue:
         found = {row["public_key"]: api_key_from_row(row, self._box) for row in rows}
         return [found.get(k) for k in public_keys]
 
-    def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
-        if self._listener is None:
-            url = self._engine.url.render_as_string(hide_password=False)
-            self._listener = DeliveryListener(url, wake, health)
-            self._listener.start()
+    def listen(
+        self, wake: Callable[[], None], health: LoopHealth | None = None
+    ) -> asyncio.Task[None] | None:
+        if self._listener is not None:
+            return None
+        url = self._engine.url.render_as_string(hide_password=False)
+        self._listener = DeliveryListener(url, wake, health)
+        return self._listener.start()
 
     async def close(self) -> None:
         keys, self._keys = self._keys, None

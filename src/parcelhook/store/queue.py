@@ -8,6 +8,7 @@ engine: its write transactions, the migration lock, cross-process wake-ups.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -107,9 +108,12 @@ class EngineQueue(DeliveryQueue, Protocol):
         thread, so a long one does not hold up the process."""
         ...
 
-    def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
+    def listen(
+        self, wake: Callable[[], None], health: LoopHealth | None = None
+    ) -> asyncio.Task[None] | None:
         """Call `wake` whenever another process commits deliveries (until `close`), and
-        report the listening connection's turns to `health`."""
+        report the listening connection's turns to `health`; the task that listens, if
+        any (it never ends before `close`: its caller watches it)."""
         ...
 
     async def api_key(self, public_key: str) -> ApiKey | None:

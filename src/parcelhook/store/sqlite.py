@@ -262,8 +262,10 @@ class SqliteQueue:
         async with self._turns.turn():
             yield
 
-    def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
-        pass  # other processes on SQLite are noticed by polling
+    def listen(
+        self, wake: Callable[[], None], health: LoopHealth | None = None
+    ) -> asyncio.Task[None] | None:
+        return None  # other processes on SQLite are noticed by polling
 
     async def close(self) -> None:
         keys, self._keys = self._keys, None

@@ -8,6 +8,7 @@ The dispatcher's own statements are `Store.queue`, a `DeliveryQueue` for the eng
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -59,10 +60,13 @@ class Store:
         """Call `callback` after every commit that queued deliveries (in this process)."""
         self._on_enqueue.append(callback)
 
-    def listen(self, wake: Callable[[], None], health: LoopHealth | None = None) -> None:
+    def listen(
+        self, wake: Callable[[], None], health: LoopHealth | None = None
+    ) -> asyncio.Task[None] | None:
         """Also call `wake` when another process commits deliveries, until `close`
-        (PostgreSQL's NOTIFY; on SQLite the dispatcher's poll notices them)."""
-        self._queue.listen(wake, health)
+        (PostgreSQL's NOTIFY, by the task returned; on SQLite the dispatcher's poll
+        notices them, and there is no task)."""
+        return self._queue.listen(wake, health)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
