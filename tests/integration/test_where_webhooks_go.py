@@ -4,42 +4,16 @@ as browsers do; the save-time check and the connection read a URL the same way."
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from parcelhook.delivery import wire
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain.targets import BadURL, check_webhook_url, parse_webhook_url
-from support.dns import StaticResolver
+from support.dns import StaticResolver, black_hole_v6
 from support.hostile_receiver import HostileReceiver
-
-
-@contextlib.contextmanager
-def black_hole_v6(port: int) -> Iterator[None]:
-    """[::1]:port accepts no connection and refuses none: its accept queue is full and
-    never drained, so further SYNs are dropped, as by a firewall that black-holes IPv6."""
-    listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    fillers: list[socket.socket] = []
-    try:
-        listener.bind(("::1", port))
-        listener.listen(0)
-        for _ in range(4):
-            filler = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(("::1", port))
-            fillers.append(filler)
-        time.sleep(0.1)  # the handshakes complete and fill the queue
-        yield
-    finally:
-        for s in fillers:
-            s.close()
-        listener.close()
 
 
 async def test_a_black_holed_aaaa_record_still_delivers_over_ipv4_quickly() -> None:

@@ -1,8 +1,12 @@
-"""DNS as a test says it is, through the sender's resolver seam."""
+"""DNS as a test says it is, through the sender's resolver seam, and an IPv6 address that
+black-holes connections."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
+from collections.abc import Iterator
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -34,3 +38,26 @@ class StaticResolver(AbstractResolver):
 
     async def close(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def black_hole_v6(port: int) -> Iterator[None]:
+    """[::1]:port accepts no connection and refuses none: its accept queue is full and
+    never drained, so further SYNs are dropped, as by a firewall that black-holes IPv6."""
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("::1", port))
+        listener.listen(0)
+        for _ in range(4):
+            filler = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("::1", port))
+            fillers.append(filler)
+        time.sleep(0.1)  # the handshakes complete and fill the queue
+        yield
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
