@@ -164,6 +164,45 @@ async def test_postgresql_going_away_under_load_loses_nothing(
     assert set(load.answers) <= {200, 503}, load.answers
 
 
+async def test_a_connection_ended_while_idle_in_a_pool_is_no_500(
+    pg_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's "terminating connection" reaches the pooled connections, but their end of
+    stream does not yet (the proxy withholds it, as a busy event loop or network delays it):
+    asyncpg then refuses any statement on them ("another operation is in progress"). The key
+    lookup goes on on a fresh connection; any other request may be a 503, never a 500."""
+    name = pg_database.rsplit("/", 1)[1]
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    factory = HarnessFactory(f"postgresql://postgres@127.0.0.1:{proxy.port}/{name}", tmp_path)
+    try:
+        h = await factory(dispatcher=False)
+        acct = await h.account()
+        public = acct.api.public_key
+        body = {"parcel": {**PARCEL, "integration_id": acct.api.id}}
+        assert (await acct.call("POST", "/api/v2/parcels", body)).status_code == 200
+        assert await h.store.api_key(public) is not None
+
+        proxy.hold_ends()
+        assert await terminate_backends(name) > 0
+        await asyncio.sleep(0.5)  # the server's last words are read, its end is withheld
+        assert await h.store.api_key(public) is not None
+        answers = [await acct.call("POST", "/api/v2/parcels", body) for _ in range(3)]
+        assert {r.status_code for r in answers} <= {200, 503}, [r.text for r in answers]
+        assert all(r.headers.get("retry-after") for r in answers if r.status_code == 503)
+        proxy.pass_ends()
+
+        async def created() -> bool:
+            return (await acct.call("POST", "/api/v2/parcels", body)).status_code == 200
+
+        await eventually(created, within=10, what="a parcel created again")
+    finally:
+        proxy.pass_ends()
+        await factory.close()
+        await proxy.close()
+    assert "unhandled" not in caplog.text
+
+
 HOLD_LOCK = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)

@@ -9,7 +9,10 @@ import contextlib
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to `upstream`; `cut()` drops every connection and refuses
-    new ones until `restore()`."""
+    new ones until `restore()`. While `hold_ends()` is in force, a connection the upstream
+    ended stays open towards the client (what it sent last is passed on, its end is not)
+    until `pass_ends()`: the moment between a server's last words and the client reading
+    the end of stream, made as long as a test needs."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
@@ -18,6 +21,14 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
+        self._ends = asyncio.Event()
+        self._ends.set()
+
+    def hold_ends(self) -> None:
+        self._ends.clear()
+
+    def pass_ends(self) -> None:
+        self._ends.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -52,16 +63,20 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._open |= {writer, up_writer}
-        for a, b in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(a, b))
+        for a, b, held in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pump(a, b, held))
             self._pumps.add(task)
             task.add_done_callback(self._pumps.discard)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, held: bool
+    ) -> None:
         try:
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
+            if held:
+                await self._ends.wait()
         except (ConnectionError, OSError):
             pass
         finally:

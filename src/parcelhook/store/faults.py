@@ -13,6 +13,11 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
     OSError,  # ConnectionError, TimeoutError, socket errors
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,  # "connection is closed", "another operation is in progress"
+    # the connection's protocol state is broken: seen when the server's "terminating
+    # connection" error reached a connection idle in a pool before its end of stream did
+    # (asyncpg then refuses the next statement, "cannot switch to state 12; another
+    # operation (2) is in progress"); the connection is of no more use, the database may be
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     sqlite3.OperationalError,  # locked, busy, disk full, unable to open

@@ -320,6 +320,30 @@ class PostgresQueue:
         return await self._key_lookups.submit(public_key)
 
     async def _api_keys(self, public_keys: Sequence[str]) -> list[ApiKey | Exception | None]:
+        pool = await self._key_pool()
+        wanted = list(set(public_keys))
+        for attempt in (1, 2):
+            raw_statements.sent(API_KEYS_SQL_PG)
+            async with pool.acquire() as pg:
+                try:
+                    rows = await pg.fetch(API_KEYS_SQL_PG, wanted)
+                    break
+                except BaseException as exc:
+                    if not (is_unavailable(exc) or isinstance(exc, asyncio.CancelledError)):
+                        raise
+                    # never back into the pool: a connection the server ended while it sat
+                    # idle there is handed out until its end of stream is read, and answers
+                    # "another operation is in progress" (or may never recover) meanwhile
+                    pg.terminate()
+                    # a read, so once more on a fresh connection: a stale one need not cost
+                    # a 503. Not after a failed connect (raised by `acquire`, out of this
+                    # try), which may have waited for its whole timeout already
+                    if attempt == 2 or not isinstance(exc, Exception):
+                        raise
+        found = {row["public_key"]: api_key_from_row(row, self._box) for row in rows}
+        return [found.get(k) for k in public_keys]
+
+    async def _key_pool(self) -> Any:
         if self._keys is None:
             async with self._keys_opening:
                 if self._keys is None:
@@ -333,10 +357,7 @@ class PostgresQueue:
                         reset=_nothing_to_reset,
                         server_settings={"jit": "off"},
                     )
-        raw_statements.sent(API_KEYS_SQL_PG)
-        rows = await self._keys.fetch(API_KEYS_SQL_PG, list(set(public_keys)))
-        found = {row["public_key"]: api_key_from_row(row, self._box) for row in rows}
-        return [found.get(k) for k in public_keys]
+        return self._keys
 
     def listen(
         self, wake: Callable[[], None], health: LoopHealth | None = None
