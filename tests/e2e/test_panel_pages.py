@@ -56,6 +56,15 @@ MISPLACED = """() => {
 }"""
 
 
+# an event type in a log row on more than two lines (it may wrap after an underscore, once)
+TALL_EVENTS = """() => [...document.querySelectorAll('td .event')].flatMap(el => {
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  const lines = new Set([...range.getClientRects()].map(r => Math.round(r.bottom))).size;
+  return lines > 2 ? ['event type on ' + lines + ' lines: ' + el.textContent] : [];
+})"""
+
+
 # every box on the page whose content is wider than the box, so that it scrolls sideways
 SIDEWAYS = """() => [...document.querySelectorAll('body, body *')]
   .filter(el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX)
@@ -161,6 +170,7 @@ async def test_every_page_passes_axe_fits_and_keeps_every_action_usable(
             found.append("the page scrolls sideways")
         found += await page.evaluate(SIDEWAYS)
         found += await page.evaluate(MISPLACED)
+        found += await page.evaluate(TALL_EVENTS)
         if found:
             problems[path] = found
 
