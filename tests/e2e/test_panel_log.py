@@ -201,16 +201,23 @@ async def test_the_account_wide_log_shows_every_integration_and_tests_marked(
 async def test_the_delivery_page_shows_the_target_and_each_attempts_request_and_response(
     open_page: OpenPage,
     served: Served,
+    receiver: HostileReceiver,
     shop: dict[str, Any],
     viewport: Any,
     js: bool,
     lang: str,
 ) -> None:
     _ = words(lang)
+    # the webhook URL changes after the delivery: the page still says where it went
+    async with served.api() as api:
+        moved = await api.patch(
+            f"/api/v2/integrations/{shop['id']}", json={"webhook_url": receiver.url("/moved")}
+        )
+    assert moved.status_code == 200, moved.text
     page = await open_page(viewport, js=js, locale=LOCALES[lang])
     failed = shop["failed"]
     await sign_in(page, served, f"/settings/integrations/{shop['id']}/log/{failed['id']}")
-    await expect(page.locator("dl.facts")).to_contain_text("/searched")
+    await expect(page.locator("#target-url")).to_have_text(receiver.url("/searched"))
     attempt = page.locator(".attempts li").first
     await expect(attempt).to_contain_text("HTTP 500")
     await expect(attempt.locator("pre")).to_have_text("database is down")
