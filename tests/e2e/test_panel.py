@@ -31,7 +31,7 @@ from parcelhook.config import Settings
 from parcelhook.domain.clock import FakeClock
 from parcelhook.domain.integrations import parse_changes
 from parcelhook.domain.parcels import parse_new_parcel
-from parcelhook.panel import present
+from parcelhook.panel import i18n, present
 from parcelhook.runtime import Runtime
 from parcelhook.service import NewAccount
 from support.hostile_receiver import HostileReceiver, Mode, ReceivedRequest
@@ -192,6 +192,28 @@ async def test_posts_without_the_sessions_csrf_token_get_the_403_page(inproc: In
     assert as_json.json()["error"]["code"] == "http_403"
     assert (await client.post("/logout")).status_code == 403
     assert (await client.post("/logout", data={"csrf_token": token})).status_code == 303
+
+
+async def test_the_scripts_error_messages_are_in_the_readers_language(inproc: InProcess) -> None:
+    """Configure's script shows a refusal's message in the page, so it must be translated."""
+    _ = i18n.load()["it"].gettext
+    italian = {"Accept": "application/json", "Accept-Language": "it-IT,it;q=0.9"}
+    url = f"/settings/integrations/{inproc.owner.integration.id}/test"
+    signed_out = await inproc.client().post(
+        url, data={"webhook_url": "http://x.test/"}, headers=italian
+    )
+    assert signed_out.status_code == 401
+    assert signed_out.json()["error"]["message"] == _("Sign in again.") != "Sign in again."
+    client, _token = await signed_in(inproc)
+    expired = await client.post(
+        url, data={"csrf_token": "forged", "webhook_url": "http://x.test/"}, headers=italian
+    )
+    assert expired.status_code == 403
+    assert expired.json()["error"]["message"] == _(
+        "The form did not carry this session's security token. It may be older "
+        "than your last sign-in. Go back, reload the page and try again."
+    )
+    assert "security token" not in expired.text
 
 
 async def test_session_cookie_is_httponly_lax_and_secure_under_https(inproc: InProcess) -> None:

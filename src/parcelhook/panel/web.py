@@ -252,7 +252,9 @@ def install_error_pages(app: FastAPI) -> None:
     async def page_error(request: Request, exc: PageError) -> Response:
         panel = panel_of(request)
         if wants_json(request):
-            body = {"error": {"code": f"http_{exc.status}", "message": exc.message}}
+            # the script shows the message in the page: in the reader's language too
+            message = panel.gettext(request)(exc.message)
+            body = {"error": {"code": f"http_{exc.status}", "message": message}}
             return panel.json(request, body, exc.status)
         return panel.page(request, "error.html", exc.status, title=exc.title, message=exc.message)
 
@@ -260,7 +262,8 @@ def install_error_pages(app: FastAPI) -> None:
     async def sign_in_required(request: Request, _exc: SignInRequired) -> Response:
         panel = panel_of(request)
         if wants_json(request):
-            body = {"error": {"code": "unauthorized", "message": "Sign in again."}}
+            message = panel.gettext(request)(N_("Sign in again."))
+            body = {"error": {"code": "unauthorized", "message": message}}
             return panel.json(request, body, 401)
         if request.method != "GET":
             return panel.redirect(request, "/login")
