@@ -200,6 +200,10 @@ def test_a_worker_serves_metrics_and_health_on_its_http_port(
                 assert time.monotonic() < deadline, "the worker's HTTP port never answered"
                 time.sleep(0.1)
         assert health.status_code == 200 and health.json()["dispatcher"] is True
+        # each loop's state, as serve's /healthz gives it
+        loops = health.json()["loops"]
+        assert {"dispatcher", "outcome writer", "pruner", "listener"} <= set(loops), loops
+        assert all(set(loop) >= {"ok", "last_ok_ms", "failures"} for loop in loops.values())
         assert httpx.get(base + "/metrics").status_code == 401
         metrics = httpx.get(base + "/metrics", headers={"authorization": "Bearer tok"})
         assert metrics.status_code == 200

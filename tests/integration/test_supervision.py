@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from parcelhook.domain.clock import FakeClock
 from parcelhook.supervision import Backoff, Health
@@ -69,3 +74,43 @@ async def test_a_loop_that_ends_is_fatal_and_healthz_says_so(
     assert answer.status_code == 503
     assert answer.json()["fatal"] == "doomed"
     assert "doomed ended while the process runs" in caplog.text
+
+
+# the command line with one more supervised loop, which ends a second after the start
+ENDING_LOOP = """
+import asyncio, sys
+from parcelhook import runtime
+from parcelhook.cli import main
+
+original = runtime.Runtime.start_dispatcher
+
+async def start_dispatcher(self):
+    dispatcher = await original(self)
+
+    async def ends():
+        await asyncio.sleep(1.0)
+
+    self.supervise("doomed", ends())
+    return dispatcher
+
+runtime.Runtime.start_dispatcher = start_dispatcher
+sys.argv[0] = "parcelhook"
+main()
+"""
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
+def test_a_process_whose_loop_ends_exits_non_zero(tmp_path: Path, command: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELHOOK_")}
+    env |= {"PARCELHOOK_MASTER_KEY": Fernet.generate_key().decode(), "PYTHONUNBUFFERED": "1"}
+    args = [*command, "--database-url", f"sqlite:///{tmp_path / 'p.db'}"]
+    done = subprocess.run(
+        [sys.executable, "-c", ENDING_LOOP, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert "the doomed loop ended; exiting so that a supervisor restarts" in done.stderr
+    assert "doomed ended while the process runs" in done.stderr  # logged at CRITICAL
