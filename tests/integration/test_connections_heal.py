@@ -66,8 +66,7 @@ async def test_after_terminated_backends_the_next_read_and_delivery_just_work(
 
             def received() -> int:
                 return sum(
-                    json.loads(r.body).get("action") == "parcel_status_changed"
-                    for r in rx.requests
+                    json.loads(r.body).get("action") == "parcel_status_changed" for r in rx.requests
                 )
 
             for round_ in range(1, 4):
