@@ -6,6 +6,7 @@ held a NUL byte, PostgreSQL refused the batch, and the writer retried it forever
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import AsyncIterator
 
@@ -22,6 +23,7 @@ from parcelhook.store import Store
 from parcelhook.store.crypto import SecretBox
 from support.harness import HarnessFactory, eventually
 from support.hostile_receiver import HostileReceiver, Mode
+from support.panel_client import sign_in
 
 NOW = 1_800_000_000_000
 PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1234", "country": "NL"}
@@ -131,27 +133,74 @@ async def test_a_binary_answer_leaves_every_other_tenants_deliveries_flowing(
         await eventually(lambda: sum(q.path == "/healthy" for q in rx.requests) >= 4, within=10)
 
 
+async def _switching_protocols(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An endpoint that switches protocols (a WebSocket server) and never answers HTTP again."""
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(5)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.transport.abort()
+
+
 async def test_redirects_and_switching_protocols_are_explained_in_the_log(
     harness: HarnessFactory,
 ) -> None:
     h = await harness()
-    acct = await h.account()
-    async with HostileReceiver() as rx:
-        rx.route("/moved", Mode.redirect(301, "/elsewhere"))
-        shop = await acct.shop(rx.url("/moved"))
-        r = await acct.call(
-            "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
-        )
-        assert r.status_code == 200
+    acct = await h.account("explained@example.com")
+    upgrading = await asyncio.start_server(_switching_protocols, "127.0.0.1", 0)
+    try:
+        async with HostileReceiver() as rx:
+            rx.route("/moved", Mode.redirect(301, "/elsewhere"))
+            rx.route("/permanent", Mode.redirect(308, "/elsewhere"))
+            shops = {
+                301: await acct.shop(rx.url("/moved")),
+                308: await acct.shop(rx.url("/permanent")),
+                101: await acct.shop(
+                    f"http://127.0.0.1:{upgrading.sockets[0].getsockname()[1]}/ws"
+                ),
+            }
+            for shop in shops.values():
+                r = await acct.call(
+                    "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
+                )
+                assert r.status_code == 200
 
-        async def attempted() -> bool:
+            async def attempted() -> bool:
+                for shop in shops.values():
+                    (d,) = await h.service.list_deliveries(acct.account_id, integration_id=shop)
+                    if d.attempt_count != 1:
+                        return False
+                return True
+
+            await eventually(attempted, within=10)
+    finally:
+        upgrading.close()
+    words = {
+        301: "redirects are not followed",
+        308: "redirects are not followed",
+        101: "no final answer; only 2xx counts",
+    }
+    panel = await sign_in(h.base_url, "explained@example.com", "password123")
+    try:
+        for code, shop in shops.items():
             (d,) = await h.service.list_deliveries(acct.account_id, integration_id=shop)
-            return d.attempt_count == 1
-
-        await eventually(attempted, within=10)
-    (d,) = await h.service.list_deliveries(acct.account_id, integration_id=shop)
-    assert d.last_status_code == 301
-    assert "redirects are not followed" in (d.last_error or "")
+            assert d.last_status_code == code
+            # the log's row, and the attempt on the delivery page
+            assert words[code] in (d.last_error or ""), (code, d.last_error)
+            page = await panel.get(f"/settings/integrations/{shop}/log/{d.id}")
+            assert page.status_code == 200
+            # beside the attempt's status too, not only as the delivery's last error (an
+            # earlier attempt's words would be nowhere)
+            attempts = page.text.split('id="attempts-heading"', 1)[1]
+            assert f"HTTP {code}" in attempts and words[code] in attempts, code
+    finally:
+        await panel.aclose()
 
 
 def test_every_unusual_status_has_words() -> None:

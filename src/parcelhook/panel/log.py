@@ -227,6 +227,7 @@ async def delivery(request: Request, integration_id: int, delivery_id: int) -> R
         payload=present.pretty_payload(found),
         headers=present.sent_headers(found),
         sent_headers=present.sent_headers,
+        attempt_words=present.attempt_words,
         notice=_notice(request),
         health=await health(panel, account_id, integration),
     )

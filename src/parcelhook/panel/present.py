@@ -13,8 +13,10 @@ from markupsafe import Markup
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import keys, signing, systems
-from parcelhook.domain.deliveries import Delivery
+from parcelhook.domain.deliveries import Attempt, Delivery
 from parcelhook.domain.integrations import Integration
+from parcelhook.domain.outcome import unusual_status
+from parcelhook.domain.retry import AttemptResult
 from parcelhook.panel.i18n import N_, Gettext
 from parcelhook.service import TestResult
 from parcelhook.store.webhook_log import LogRow
@@ -110,6 +112,14 @@ def pretty_payload(d: Delivery) -> str:
 class Header:
     name: str
     value: str
+
+
+def attempt_words(a: Attempt) -> str | None:
+    """What went wrong with an attempt beside its status: the sender's error, or why an
+    answer outside 2xx that is no error (a redirect, 101) did not count, as the log says."""
+    if a.error or a.status_code is None:
+        return a.error
+    return unusual_status(AttemptResult(a.status_code, a.duration_ms))
 
 
 def sent_headers(d: Delivery, at_ms: int | None = None) -> list[Header]:
