@@ -232,6 +232,8 @@ MALFORMED = [
     b"{'integration': {}}",
     b'{"integration": {"shop_name": "x",}}',
     b"\xff\xfe\x00{",
+    # valid JSON syntax around a string that is not UTF-8
+    b'{"integration": {"shop_name": "\xc3"}}',
     b"undefined",
     b'{"integration": {"shop_name": "x"}} trailing',
 ]
