@@ -237,6 +237,7 @@ async def test_sigkill_under_load_loses_no_event(
         # the first, killed again while that attempt is out), and each can leave a duplicate
         on_wire = 0
         held = 0  # deliveries leased by a process when it was killed
+        kills: list[tuple[str, set[str]]] = []  # who was killed, and what it had on the wire
         pool = [server, *workers]
         if on_sqlite:
             victims = [server] * KILLS
@@ -259,6 +260,7 @@ async def test_sigkill_under_load_loses_no_event(
                 caught = leased & {r.headers["webhook-id"] for r in rx.requests}
                 in_flight |= caught
                 on_wire += len(caught)
+                kills.append((victim.name, caught))
                 victim.start()
                 if victim is server:
                     await _healthy(base_url, server)
@@ -299,6 +301,11 @@ async def test_sigkill_under_load_loses_no_event(
         f"{on_wire} deliveries were on the wire at the kills (the target's bound), "
         f"of {len(in_flight)} events"
     )
+    for n, (victim_name, caught) in enumerate(kills, 1):
+        print(
+            f"kill {n} ({victim_name}): {len(caught)} on the wire, "
+            f"{sum(received[e] - 1 for e in caught)} duplicate deliveries of them"
+        )
     # at least once, and more than once only for what was in flight when a process died
     assert set(duplicates) <= in_flight, set(duplicates) - in_flight
     assert extra <= on_wire
