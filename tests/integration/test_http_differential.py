@@ -16,13 +16,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
+from cryptography.fernet import Fernet
 
 from parcelhook.delivery.sender import Sender
 from parcelhook.delivery.transport import AiohttpTransport, TransportFactory, WireTransport
-from parcelhook.domain.retry import AttemptResult
+from parcelhook.domain import deliveries as dl
+from parcelhook.domain import events as ev
+from parcelhook.domain.integrations import IntegrationChanges
+from parcelhook.domain.outcome import Health, Outcome, OutcomeDecision
+from parcelhook.domain.retry import AttemptResult, Verdict
+from parcelhook.domain.text import storable
+from parcelhook.store import Store
+from parcelhook.store.crypto import SecretBox
 
 Script = Callable[[asyncio.StreamWriter], Awaitable[None]]
 TIMEOUT = 2.0
+NOW = 1_800_000_000_000
 
 
 def says(data: bytes, *, then_close: bool = True) -> Script:
@@ -129,6 +138,11 @@ CASES = [
         ),
         201,
     ),
+    Case(
+        "binary-body",
+        says(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n\x1f\x8b\x00\x01\xff\xfe\x1b["),
+        200,
+    ),
     Case("http-1.0-close-delimited", says(b"HTTP/1.0 200 OK\r\n\r\nold"), 200, b"old"),
     Case("no-content", says(b"HTTP/1.1 204 No Content\r\n\r\n", then_close=False), 204),
     Case("reset-before-answer", _reset, None),
@@ -218,3 +232,58 @@ async def test_the_own_client_agrees_with_aiohttp(case: Case) -> None:
     if case.differs is None:
         # status, excerpt and the error in words: the same through either client
         assert seen(own) == seen(reference), f"{case.name}: {seen(own)} vs {seen(reference)}"
+
+
+async def test_every_cases_outcome_is_stored_as_seen_on_both_engines(database_url: str) -> None:
+    """What the own client made of each scripted answer is recorded and read back as it was
+    seen (made storable: no NUL or other control reaches either database)."""
+
+    async def own(case: Case) -> AttemptResult:
+        async with scripted(case.script) as url:
+            result, _ = await through(url, WireTransport)
+        return result
+
+    results = await asyncio.gather(*(own(case) for case in CASES))
+    store = Store.open(database_url, SecretBox(Fernet.generate_key()))
+    try:
+        await store.migrate(NOW)
+        async with store.transaction() as tx:
+            account = await tx.create_account("d@example.com", "hash", NOW)
+            integration = await tx.create_integration(
+                account,
+                IntegrationChanges(
+                    shop_name="s", system="api", webhook_active=True, webhook_url="https://e.test/"
+                ),
+                NOW,
+            )
+            events = [
+                ev.make_event(
+                    account, ev.integration_changed("integration_updated", integration, NOW)
+                )
+                for _ in CASES
+            ]
+            await tx.enqueue_many([(e, [integration]) for e in events], NOW)
+        claimed = await store.queue.claim_due("w", NOW, 60_000, len(CASES))
+        assert len(claimed) == len(CASES)
+        outcomes = [
+            Outcome(
+                c.id,
+                integration.id,
+                "w",
+                NOW,
+                result,
+                OutcomeDecision(
+                    Verdict.RETRY, dl.PENDING, NOW + 1000, result.error, Health.OK, True
+                ),
+            )
+            for c, result in zip(claimed, results, strict=True)
+        ]
+        await store.queue.record_outcomes(outcomes)
+        async with store.reading() as r:
+            for c, result, case in zip(claimed, results, CASES, strict=True):
+                (attempt,) = (await r.delivery(account, c.id)).attempts
+                assert attempt.status_code == result.status_code, case.name
+                assert attempt.error == (storable(result.error) if result.error else None)
+                assert attempt.response_excerpt == storable(result.response_excerpt), case.name
+    finally:
+        await store.close()
