@@ -19,6 +19,7 @@ from support.browsing import (
     LOCALES,
     PHONE,
     axe_violations,
+    cells,
     new_parcel,
     new_shop,
     sign_in,
@@ -141,29 +142,22 @@ async def paths(served: Served, receiver: HostileReceiver) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(
-    ("viewport", "lang"),
-    [
-        pytest.param(DESKTOP, "en", id="desktop-en"),
-        pytest.param(PHONE, "en", id="phone-en"),
-        pytest.param(DESKTOP, "it", id="desktop-it"),
-        pytest.param(PHONE, "it", id="phone-it"),
-    ],
-)
+@pytest.mark.parametrize(("viewport", "js", "lang"), cells())
 async def test_every_page_passes_axe_fits_and_keeps_every_action_usable(
     open_page: OpenPage,
     served: Served,
     paths: list[str],
     viewport: dict[str, int],
+    js: bool,
     lang: str,
     axe_source: str,
 ) -> None:
-    page = await open_page(viewport, locale=LOCALES[lang])
+    page = await open_page(viewport, js=js, locale=LOCALES[lang])
     await page.goto(served.base_url + "/login")
     problems: dict[str, Any] = {}
 
     async def check(path: str) -> None:
-        found = await axe_violations(page, axe_source)
+        found = await axe_violations(page, axe_source, js=js)
         if await page.get_attribute("html", "lang") != lang:
             found.append("not in the browser's language")
         if await page.evaluate("document.documentElement.scrollWidth") > viewport["width"]:
@@ -184,7 +178,11 @@ async def test_every_page_passes_axe_fits_and_keeps_every_action_usable(
 
 @pytest.mark.parametrize(
     ("viewport", "js"),
-    [pytest.param(DESKTOP, True, id="desktop-js"), pytest.param(PHONE, False, id="phone-nojs")],
+    [
+        pytest.param(viewport, js, id=f"{width}-{'js' if js else 'nojs'}")
+        for width, viewport in (("desktop", DESKTOP), ("phone", PHONE))
+        for js in (True, False)
+    ],
 )
 async def test_the_language_switcher_is_remembered_from_page_to_page(
     open_page: OpenPage, served: Served, viewport: dict[str, int], js: bool

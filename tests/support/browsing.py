@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Page, expect
 
 # the two widths every panel feature is checked at
@@ -23,6 +24,17 @@ UPDATE_DOCS = os.environ.get("PARCELHOOK_UPDATE_SCREENSHOTS") == "1"
 
 # the browser locales the suite reads the panel in
 LOCALES = {"en": "en-US", "it": "it-IT"}
+
+
+def cells(*, forms: bool = True) -> list[Any]:
+    """The cells issue #14 is held to, as `(viewport, js, lang)` parameters: each width, each
+    language, with JavaScript on and, for pages with forms, off (ids like desktop-nojs-it)."""
+    return [
+        pytest.param(viewport, js, lang, id=f"{width}-{'js' if js else 'nojs'}-{lang}")
+        for width, viewport in (("desktop", DESKTOP), ("phone", PHONE))
+        for js in ((True, False) if forms else (True,))
+        for lang in LOCALES
+    ]
 
 
 @functools.cache
@@ -47,8 +59,14 @@ def sentence(lang: str, message: str, **values: str) -> re.Pattern[str]:
     return re.compile(text)
 
 
-async def axe_violations(page: Any, source: str) -> list[str]:
-    """Every axe-core violation on the page as `rule: target`, empty when there is none."""
+async def axe_violations(page: Any, source: str, *, js: bool = True) -> list[str]:
+    """Every axe-core violation on the page as `rule: target`, empty when there is none.
+
+    axe runs on timers, which a page without JavaScript never fires: a script-less page is
+    checked as a copy of its HTML, served at its own address to a scripted tab that blocks
+    the panel's script, so what axe sees is what the reader without JavaScript got."""
+    if not js:
+        return await _axe_of_copy(page, source)
     # evaluated through the DevTools protocol, which the page's CSP does not govern
     if not await page.evaluate("() => typeof window.axe === 'object'"):
         await page.evaluate(source + "\n;0")
@@ -57,6 +75,22 @@ async def axe_violations(page: Any, source: str) -> list[str]:
             .flatMap(v => v.nodes.map(n => v.id + ': ' + n.target.join(' ') + ' · ' + v.help))"""
     )
     return list(found)
+
+
+async def _axe_of_copy(page: Any, source: str) -> list[str]:
+    html, url = await page.content(), page.url
+    context = await page.context.browser.new_context(viewport=page.viewport_size)
+    try:
+        copy = await context.new_page()
+        await copy.route("**/*.js", lambda route: route.abort())
+        await copy.route(
+            lambda address: address == url,
+            lambda route: route.fulfill(body=html, content_type="text/html; charset=utf-8"),
+        )
+        await copy.goto(url)
+        return await axe_violations(copy, source)
+    finally:
+        await context.close()
 
 
 PARCEL = {
