@@ -90,8 +90,11 @@ def served(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Served]:
     """`parcelhook serve` on a free loopback port; failures are final at once (--retries 0)
-    unless the test module sets `SERVE_RETRIES`."""
+    unless the test module sets `SERVE_RETRIES`, and a send times out after 5 s unless it
+    sets `SERVE_TIMEOUT`."""
     retries = str(getattr(request.module, "SERVE_RETRIES", 0))
+    # the send timeout in seconds; a module that waits for timeouts may make it shorter
+    timeout = str(getattr(request.module, "SERVE_TIMEOUT", 5))
     tmp = tmp_path_factory.mktemp("serve")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELHOOK_")}
     env |= {"PARCELHOOK_KEY_FILE": str(tmp / "parcelhook.key"), "PYTHONUNBUFFERED": "1"}
@@ -101,7 +104,7 @@ def served(
     command = [
         *(sys.executable, "-m", "parcelhook.cli", "serve", "--demo", "--port", str(port)),
         *("--database-url", database_url, "--allow-private-targets", "--allow-http-targets"),
-        *("--retries", retries, "--timeout", "5", "--log-level", "warning"),
+        *("--retries", retries, "--timeout", timeout, "--log-level", "warning"),
     ]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
