@@ -175,8 +175,8 @@ async def browser(chromium: Path) -> AsyncIterator[Any]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def page(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """A fresh browser context per test; its last screen goes to test-artifacts/."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    """A fresh browser context per test at 1280×800; its last screen goes to test-artifacts/."""
+    context = await browser.new_context(viewport=DESKTOP)
     context.set_default_timeout(10_000)
     tab = await context.new_page()
     yield tab
