@@ -134,6 +134,7 @@ async def test_retry_now_sends_a_retrying_delivery_at_once_with_the_same_webhook
     viewport: Any,
     js: bool,
     lang: str,
+    axe_source: str,
 ) -> None:
     _ = words(lang)
     path = f"/retry-one-{viewport['width']}-{int(js)}-{lang}"
@@ -151,6 +152,8 @@ async def test_retry_now_sends_a_retrying_delivery_at_once_with_the_same_webhook
     await expect(page.locator(".notice")).to_contain_text(
         _("Sending it now; should it fail again, its retries start over.")
     )
+    # the page of a delivery waiting for its retry, with its Retry now button
+    assert await axe_violations(page, axe_source, js=js) == []
 
     async def sent_twice() -> bool:
         return [r.path for r in receiver.requests].count(path) == 2

@@ -155,6 +155,7 @@ async def test_the_account_wide_log_shows_every_integration_and_tests_marked(
     viewport: Any,
     js: bool,
     lang: str,
+    axe_source: str,
 ) -> None:
     _ = words(lang)
     page = await open_page(viewport, js=js, locale=LOCALES[lang])
@@ -183,6 +184,7 @@ async def test_the_account_wide_log_shows_every_integration_and_tests_marked(
     await submit(page)
     await expect(rows(page).filter(has_text="test_webhook")).to_have_count(0)
     await expect(rows(page).filter(has_text="Searched shop")).to_have_count(2)
+    assert await axe_violations(page, axe_source, js=js) == []
     if UPDATE_DOCS and js and viewport == DESKTOP:
         await page.screenshot(path=str(DOCS / f"panel-log-filters-{lang}.png"), full_page=True)
 
