@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from parcelhook import __version__
+from parcelhook import __version__, heap
 from parcelhook.api import account, integrations, labels, parcels, returns, tracking, webhooks
 from parcelhook.api.errors import BodyLimit, install_error_handlers
 from parcelhook.metrics import RequestMetrics
@@ -24,6 +24,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if manage_runtime:
             await runtime.start()
+            heap.settle()
         try:
             yield
         finally:
