@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,20 +78,31 @@ async def axe_violations(page: Any, source: str, *, js: bool = True) -> list[str
     return list(found)
 
 
+# per browser context under test: a scripted tab that shows copies, and the copy it serves
+_COPIES: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, str]]] = weakref.WeakKeyDictionary()
+
+
 async def _axe_of_copy(page: Any, source: str) -> list[str]:
     html, url = await page.content(), page.url
-    context = await page.context.browser.new_context(viewport=page.viewport_size)
-    try:
-        copy = await context.new_page()
-        await copy.route("**/*.js", lambda route: route.abort())
-        await copy.route(
-            lambda address: address == url,
-            lambda route: route.fulfill(body=html, content_type="text/html; charset=utf-8"),
+    if page.context not in _COPIES:
+        # one tab per context, kept until the browser closes: a context each page cost 1 s
+        copier = await (
+            await page.context.browser.new_context(viewport=page.viewport_size)
+        ).new_page()
+        served: dict[str, str] = {}
+        await copier.route("**/*.js", lambda route: route.abort())
+        await copier.route(
+            lambda address: address in served,
+            lambda route: route.fulfill(
+                body=served[route.request.url], content_type="text/html; charset=utf-8"
+            ),
         )
-        await copy.goto(url)
-        return await axe_violations(copy, source)
-    finally:
-        await context.close()
+        _COPIES[page.context] = (copier, served)
+    copier, served = _COPIES[page.context]
+    served.clear()
+    served[url] = html
+    await copier.goto(url)
+    return await axe_violations(copier, source)
 
 
 PARCEL = {
