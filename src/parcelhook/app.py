@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute
 from parcelhook import __version__, heap
 from parcelhook.api import account, integrations, labels, parcels, returns, tracking, webhooks
 from parcelhook.api.errors import BodyLimit, install_error_handlers
+from parcelhook.api.json_answer import JSONAnswer
 from parcelhook.metrics import RequestMetrics
 from parcelhook.ops_http import health_response, metrics_response
 from parcelhook.panel import install_panel
@@ -44,8 +45,12 @@ def add_api_routes(app: FastAPI, routers: Iterable[APIRouter]) -> None:
                     return rank[(method, route.path)]
         return len(rank)
 
-    # sorted() is stable: the others keep their declared order
-    app.router.routes.extend(sorted(routes, key=hot))
+    # sorted() is stable: the others keep their declared order; the hot ones go ahead of
+    # FastAPI's own four (the OpenAPI document and its viewers), which are matched first
+    ordered = sorted(routes, key=hot)
+    first = sum(1 for route in ordered if hot(route) < len(rank))
+    app.router.routes[0:0] = ordered[:first]
+    app.router.routes.extend(ordered[first:])
 
 
 def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
@@ -67,6 +72,11 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         description="Webhook feedback for shipping platforms, wire-compatible with Sendcloud.",
+        default_response_class=JSONAnswer,
+        # parcelhook traces and counts its own requests (RequestMetrics, on its own tracer
+        # provider); FastAPI's native telemetry would add a second span to each when some
+        # library sets a global provider, and asks for the providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     app.state.service = runtime.service

@@ -13,10 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from parcelhook.api.json_answer import JSONAnswer
 from parcelhook.domain.errors import DomainError
 from parcelhook.store.faults import UNAVAILABLE_TYPES, is_unavailable
 
@@ -51,7 +52,7 @@ def error_response(
     *,
     scope: Scope | None = None,
     **extra: Any,
-) -> JSONResponse:
+) -> JSONAnswer:
     """The error body in the style of the endpoint `scope` addresses."""
     body: dict[str, Any]
     if scope is not None and sendcloud_style(scope["method"], scope["path"]):
@@ -63,7 +64,7 @@ def error_response(
     if field is not None:
         body["field"] = field
     body.update(extra)
-    return JSONResponse({"error": body}, status_code=status)
+    return JSONAnswer({"error": body}, status_code=status)
 
 
 _HTTP_CODES = {
@@ -78,13 +79,13 @@ _HTTP_CODES = {
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+    async def domain_error(request: Request, exc: DomainError) -> JSONAnswer:
         return error_response(
             exc.status, exc.code, exc.message, exc.field, scope=request.scope, **exc.extra
         )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONAnswer:
         scope = request.scope
         first = exc.errors()[0] if exc.errors() else {}
         kind = str(first.get("type", ""))
@@ -134,7 +135,7 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers.update(exc.headers)
         return response
 
-    def unavailable(request: Request, exc: Exception) -> JSONResponse:
+    def unavailable(request: Request, exc: Exception) -> JSONAnswer:
         # the database is away (a failover, a restart, a network cut, a full disk): not a
         # bug, and the client may try again shortly; logged in one line, not a traceback each
         log.warning(
@@ -149,7 +150,7 @@ def install_error_handlers(app: FastAPI) -> None:
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
 
-    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    async def database_error(request: Request, exc: Exception) -> JSONAnswer:
         if is_unavailable(exc):
             return unavailable(request, exc)
         raise exc  # a bug: on to `bug` below
@@ -160,7 +161,7 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, database_error)
 
     @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
+    async def bug(request: Request, exc: Exception) -> JSONAnswer:
         if is_unavailable(exc):
             return unavailable(request, exc)
         # a 5xx is a bug: log it (never the request body, it may hold secrets)

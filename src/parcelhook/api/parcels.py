@@ -9,13 +9,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from parcelhook.api import models as m
 from parcelhook.api.auth import api_caller
 from parcelhook.api.fast_path import fast_route, is_json, path_id
 from parcelhook.api.integrations import ERRORS, SC_ERRORS, CallerDep, _service
+from parcelhook.api.json_answer import JSONAnswer
 from parcelhook.api.labels import base_url
 from parcelhook.api.returns import return_code
 from parcelhook.domain import events as ev
@@ -44,7 +45,7 @@ def _parse(item: m.ParcelIn, *, updating: bool = False) -> NewParcel:
 )
 async def create_parcels(
     request: Request, caller: CallerDep, body: m.ParcelCreateBody, errors: Errors = None
-) -> JSONResponse:
+) -> JSONAnswer:
     """One parcel (`{"parcel"}` → `{"parcel"}`) or a batch (`{"parcels"}` → `{"parcels",
     "failed_parcels"}`). An invalid parcel fails the whole request, unless `errors=verbose`
     is given: then the valid ones are created and the others listed with their errors."""
@@ -66,9 +67,9 @@ async def create_parcels(
     )
     # JSON-native already: FastAPI's jsonable_encoder walk of it cost ~10 % of the call
     if body.parcel is not None:
-        return JSONResponse({"parcel": _present(request, created[0])})
+        return JSONAnswer({"parcel": _present(request, created[0])})
     failed += [_failed(item, exc) for item, exc in ((items[i], e) for i, e in refused)]
-    return JSONResponse(
+    return JSONAnswer(
         {"parcels": [_present(request, p) for p in created], "failed_parcels": failed}
     )
 
@@ -213,13 +214,13 @@ async def return_portal_url(
 
 async def change_status(
     request: Request, caller: CallerDep, parcel_id: m.ParcelId, body: m.StatusIn
-) -> JSONResponse:
+) -> JSONAnswer:
     """A carrier tracking update (parcelhook's own); a real change sends
     `parcel_status_changed`."""
     parcel = await _service(request).change_status(
         caller.account_id, parcel_id, body.status_id, body.carrier_status_change_timestamp
     )
-    return JSONResponse({"parcel": _present(request, parcel)})
+    return JSONAnswer({"parcel": _present(request, parcel)})
 
 
 async def change_status_fast(request: Request) -> Response | None:
@@ -261,11 +262,11 @@ router.add_api_route(
         **SC_ERRORS,
     },
 )
-async def cancel_parcel(request: Request, caller: CallerDep, parcel_id: m.ParcelId) -> JSONResponse:
+async def cancel_parcel(request: Request, caller: CallerDep, parcel_id: m.ParcelId) -> JSONAnswer:
     """Cancel: `cancelled` (200) at once, `queued` (202) while the carrier has the parcel,
     `deleted` (410) when its announcement had failed."""
     done = await _service(request).cancel_parcel(caller.account_id, parcel_id)
-    return JSONResponse(
+    return JSONAnswer(
         {"status": done.status, "message": done.message}, status_code=done.http_status
     )
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from parcelhook.api import models as m
 from parcelhook.api.integrations import ERRORS, CallerDep, _service
+from parcelhook.api.json_answer import JSONAnswer
 from parcelhook.domain import tracking
 from parcelhook.domain.statuses import STATUS_MESSAGES
 
@@ -16,9 +16,7 @@ router = APIRouter(prefix="/api/v2/tracking-updates", tags=["parcels"])
 
 
 @router.post("", response_model=None, responses={200: {"model": m.TrackingResults}, **ERRORS})
-async def track_many(
-    request: Request, caller: CallerDep, body: m.TrackingUpdatesIn
-) -> JSONResponse:
+async def track_many(request: Request, caller: CallerDep, body: m.TrackingUpdatesIn) -> JSONAnswer:
     """Up to 1,000 status changes in one transaction, each answered in its place.
 
     A change sends `parcel_status_changed` as the single call does. An item that is
@@ -36,4 +34,4 @@ async def track_many(
             item["error"] = r.error.as_dict()
         out.append(item)
     # JSON-native already: no jsonable_encoder walk of up to 1,000 results
-    return JSONResponse({"results": out, **counts})
+    return JSONAnswer({"results": out, **counts})
