@@ -1,7 +1,7 @@
 """The API's hot calls in-process: CPU per call without uvicorn, sockets or a load generator.
 
-`python -m bench.framework [-n N] [--fake] [--profile FILE]` builds the real app on a fresh
-SQLite database (no dispatcher), creates parcels through the service, then makes N
+`python -m bench.framework [-n N] [--fake] [--profile FILE] [--engine E]` builds the real
+app on a fresh SQLite (or PostgreSQL) database (no dispatcher), creates parcels through the service, then makes N
 `POST /api/v2/parcels/{id}/status` calls straight through the ASGI interface, 32 at a time
 (so group commit batches them as it does under load), and prints the CPU per call beside
 the bare FastAPI app's (`bench/bare_api.py`) driven the same way. `--fake` answers from a
@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench import fixtures
 from parcelhook.app import create_app
 from parcelhook.config import Settings
 from parcelhook.domain.parcels import parse_new_parcel
@@ -117,10 +118,17 @@ class FakeService:
         return self._parcel
 
 
-async def main(n: int, fake: bool, profile: Path | None) -> None:
+async def main(n: int, fake: bool, profile: Path | None, engine: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with fixtures.database(engine, Path(tmp)) as url:
+            await _ours(url, n, fake, profile)
+    await _bare(n, fake)
+
+
+async def _ours(url: str, n: int, fake: bool, profile: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
-            database_url=f"sqlite:///{tmp}/bench.db",
+            database_url=url,
             key_file=Path(tmp) / "bench.key",
             dispatcher=False,
             allow_private_targets=True,
@@ -159,21 +167,31 @@ async def main(n: int, fake: bool, profile: Path | None) -> None:
             profiler = cProfile.Profile() if profile else None
             if profiler:
                 profiler.enable()
+            wall = time.perf_counter()
             ours = await drive(app, calls, headers)
+            wall = time.perf_counter() - wall
             if profiler:
                 profiler.disable()
                 profiler.dump_stats(profile)
         finally:
             await runtime.stop()
+    what = "request layer (service faked)" if fake else f"request + {url.split(':')[0]} transaction"
+    print(f"status change, {what}: {ours * 1e6:,.0f} µs CPU per call, {n / wall:,.0f} calls/s")
+    _OURS.append(ours)
+
+
+_OURS: list[float] = []
+
+
+async def _bare(n: int, fake: bool) -> None:
     from bench.bare_api import app as bare
 
+    headers = [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")]
     bare_calls = [(f"/api/v2/parcels/{i}/status", b'{"status_id": 3}') for i in range(n)]
     await drive(bare, bare_calls[: n // 10], headers)
     bare_cpu = await drive(bare, bare_calls, headers)
-    what = "request layer (service faked)" if fake else "request + SQLite transaction"
-    print(f"status change, {what}: {ours * 1e6:,.0f} µs CPU per call")
-    print(f"bare FastAPI app:            {bare_cpu * 1e6:,.0f} µs CPU per call")
-    print(f"ratio: {ours / bare_cpu:.2f} × the bare app")
+    print(f"bare FastAPI app: {bare_cpu * 1e6:,.0f} µs CPU per call")
+    print(f"ratio: {_OURS[-1] / bare_cpu:.2f} × the bare app")
 
 
 if __name__ == "__main__":
@@ -181,7 +199,8 @@ if __name__ == "__main__":
     parser.add_argument("-n", type=int, default=5000, help="status changes")
     parser.add_argument("--fake", action="store_true", help="a service with no database")
     parser.add_argument("--profile", type=Path, help="cProfile of parcelhook's phase")
+    parser.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     import uvloop  # as `parcelhook serve` runs
 
-    uvloop.run(main(args.n, args.fake, args.profile))
+    uvloop.run(main(args.n, args.fake, args.profile, args.engine))
