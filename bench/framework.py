@@ -1,12 +1,13 @@
 """The API's hot calls in-process: CPU per call without uvicorn, sockets or a load generator.
 
 `python -m bench.framework [-n N] [--fake] [--profile FILE] [--engine E]` builds the real
-app on a fresh SQLite (or PostgreSQL) database (no dispatcher), creates parcels through the service, then makes N
-`POST /api/v2/parcels/{id}/status` calls straight through the ASGI interface, 32 at a time
-(so group commit batches them as it does under load), and prints the CPU per call beside
-the bare FastAPI app's (`bench/bare_api.py`) driven the same way. `--fake` answers from a
-service that does no database work, so what is left is the framework's and parcelhook's
-request handling alone. `--profile FILE` writes a cProfile of the parcelhook phase.
+app on a fresh SQLite (or PostgreSQL) database, no dispatcher, creates parcels through the
+service, then makes N `POST /api/v2/parcels/{id}/status` calls straight through the ASGI
+interface, 32 at a time (so group commit batches them as it does under load), and prints
+the CPU per call beside the bare FastAPI app's (`bench/bare_api.py`) driven the same way.
+`--fake` answers from a service that does no database work, so what is left is the
+framework's and parcelhook's request handling alone. `--profile FILE` writes a cProfile
+of the parcelhook phase.
 
 Not a benchmark of the product (that is `python -m bench`): a repeatable microscope for the
 request layer, whose figures do not depend on how busy the load generator's core is.
