@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from parcelhook.domain import systems
 from parcelhook.domain.countries import COUNTRIES
@@ -113,7 +113,20 @@ class WebhookTestEnvelope(_In):
 
 # -- parcels (Sendcloud's "Parcel Creation Object"; types here, meaning in the domain) ----
 
-_Text = Annotated[str, BeforeValidator(_number_as_text), Field(max_length=255)]
+# the document says what is taken: text, or a number that becomes text (a number of more
+# than 255 digits would not fit, hence the bounds)
+_TEXT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "maxLength": 255},
+        {"type": "number", "minimum": -1e250, "maximum": 1e250},
+    ]
+}
+_Text = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    Field(max_length=255),
+    WithJsonSchema(_TEXT_SCHEMA),
+]
 _Decimal = Annotated[str | float | int, Field(json_schema_extra={"format": "decimal"})]
 
 
