@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -67,7 +68,14 @@ def iso_ms(ms: int | None) -> str | None:
 
 def iso_seconds(ms: int) -> str:
     """`2026-11-28T06:42:38`, the form of a parcel's `date_created`."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return _iso_second(ms // 1000)
+
+
+# every parcel object has two or three of these, and under load most are of the same few
+# seconds: a hit is 0.2 µs against 3–4 µs of datetime and strftime
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_iso_ms(text: str) -> int:
