@@ -126,6 +126,19 @@ class Receiver:
             print(f"  ! {what}: only {count} of {n} arrived in {within:g} s", file=sys.stderr)
         return count
 
+    async def wait_for_ids(self, ids: set[str], within: float, what: str) -> dict[str, float]:
+        """Wait until each of `ids` arrived (or `within` seconds passed); the receipts."""
+        deadline = time.monotonic() + within
+        got = await self.receipts()
+        while not ids <= got.keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            got = await self.receipts()
+        if missing := len(ids - got.keys()):
+            print(
+                f"  ! {what}: {missing} of {len(ids)} not arrived in {within:g} s", file=sys.stderr
+            )
+        return got
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
