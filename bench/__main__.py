@@ -319,7 +319,7 @@ async def ingest_scenarios(report: Report, tmp: Path, sizes: Sizes) -> None:
         "–",
         "–",
         f"best of {len(bare_runs)} ({', '.join(f'{x.rate:,.0f}' for x in bare_runs)}/s); "
-        f"CPU µs/request: app {bare.cpu_us:,.0f}",
+        f"CPU µs/request: app {bare.cpu_us:,.0f} · client {bare.client_us:,.0f}",
     )
     arms = (
         ("sqlite", 1, "ingest_ratio_sqlite"),
@@ -348,7 +348,9 @@ async def ingest_scenarios(report: Report, tmp: Path, sizes: Sizes) -> None:
             "–",
             "–",
             "–",
-            f"{what}; {n:,} calls; CPU µs/request: serve {changed.cpu_us:,.0f} "
+            f"{what}; {n:,} calls; CPU µs/request: serve {changed.cpu_us:,.0f}"
+            + (f" · postgres {changed.postgres_us:,.0f}" if engine == "postgres" else "")
+            + f" · client {changed.client_us:,.0f} "
             f"(`POST /api/v2/parcels`: {created.rate:,.0f}/s, {created.cpu_us:,.0f} µs)",
         )
 

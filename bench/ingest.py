@@ -30,7 +30,16 @@ import aiohttp
 import asyncpg
 
 from bench import fixtures
-from bench.procs import PARCELHOOK, ROOT, CpuMeter, Proc, Receiver, Worker, proc_cpu_seconds
+from bench.procs import (
+    PARCELHOOK,
+    ROOT,
+    CpuMeter,
+    Proc,
+    Receiver,
+    Worker,
+    pids_named,
+    proc_cpu_seconds,
+)
 from parcelhook.domain.integrations import parse_changes
 
 CLIENTS = 32
@@ -204,6 +213,10 @@ class Load:
     # CPU µs per request of the server's processes while the load ran
     cpu_us: float
     started: float = 0.0  # time.time() of the first call
+    # and of PostgreSQL's processes (the server is shared: any other client's too) and of
+    # the load generator (this process), which share the two cores with the server
+    postgres_us: float = 0.0
+    client_us: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -238,14 +251,20 @@ async def hammer(
                         answers.append(text)
                     count += 1
 
+        postgres = pids_named("postgres")
         cpu0 = server.cpu_seconds()
+        pg0 = sum(proc_cpu_seconds(p) for p in postgres)
+        client0 = time.process_time()
         wall0, started = time.perf_counter(), time.time()
         await asyncio.gather(*(loop() for _ in range(clients)))
         seconds = time.perf_counter() - wall0
         cpu = server.cpu_seconds() - cpu0
+        pg = sum(proc_cpu_seconds(p) for p in postgres) - pg0
+        client = time.process_time() - client0
     if bad:
         raise RuntimeError(f"the server refused calls: {bad}")
-    return Load(count, seconds, 1e6 * cpu / max(count, 1), started)
+    per = 1e6 / max(count, 1)
+    return Load(count, seconds, cpu * per, started, pg * per, client * per)
 
 
 async def create_parcels(server: Server, t: Tenant, n: int) -> Load:

@@ -209,7 +209,8 @@ class Worker:
         self.proc.stop(grace=15.0)
 
 
-def _pids_named(name: str) -> list[int]:
+def pids_named(name: str) -> list[int]:
+    """The processes whose command is `name`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -242,7 +243,7 @@ class CpuMeter:
     def start(self) -> None:
         # every PostgreSQL process on this host (the server is shared, so this may
         # include other clients' backends; the benchmark's own dominate while it runs)
-        self._postgres = _pids_named("postgres")
+        self._postgres = pids_named("postgres")
         self._start = self._snapshot()
 
     def per_delivery_us(self, deliveries: int) -> dict[str, float]:
