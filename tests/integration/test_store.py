@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain import events as ev
 from parcelhook.domain.deliveries import Claimed
 from parcelhook.domain.integrations import Integration, IntegrationChanges
 from parcelhook.domain.outcome import Outcome, decide_outcome
+from parcelhook.domain.parcels import parse_new_parcel, tracking_number
 from parcelhook.domain.retry import AttemptResult, RetryPolicy, Verdict
-from parcelhook.store import Store, migrations, sqlite
+from parcelhook.store import Store, ingest, migrations, sqlite
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
 
@@ -27,6 +28,7 @@ LEASE = 60_000
 # one retry, 300 s after the first attempt, unjittered; and none at all
 RETRY_ONCE = RetryPolicy(delays=(300.0,), jitter=0.0)
 NO_RETRY = RetryPolicy(delays=())
+PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1234", "country": "NL"}
 
 
 @pytest.fixture
@@ -120,6 +122,30 @@ async def test_a_failed_transaction_leaves_neither_change_nor_event(store: Store
     assert await _count(store, s.deliveries) == 0
     async with store.reading() as r:
         assert (await r.integration(integration.account_id, integration.id)).shop_name == "app"
+
+
+async def test_a_new_parcel_is_stored_with_its_tracking_number(store: Store) -> None:
+    # the INSERT makes the number from the id it takes, in SQL: as tracking_number() does,
+    # an id of more than ten digits included
+    integration = await _integration(store)
+    new = parse_new_parcel(PARCEL)
+    async with store.transaction() as tx:
+        first = await tx.create_parcel(integration.account_id, integration.id, new, NOW, 1000)
+        big = 12_345_678_900
+        if store.engine.dialect.name == "sqlite":
+            await tx.conn.execute(text(f"UPDATE parcels SET id = {big} WHERE id = {first.id}"))
+        else:
+            await tx.conn.execute(text(f"SELECT setval('parcels_id_seq', {big})"))
+        second = await tx.create_parcel(integration.account_id, integration.id, new, NOW, 1000)
+    assert first.tracking_number == tracking_number(first.id) == "3SPH0000000001"
+    assert second.id == big + 1
+    assert second.tracking_number == tracking_number(second.id) == "3SPH12345678901"
+    async with store.reading() as r:
+        for made in (second, first):
+            if made is first and store.engine.dialect.name == "sqlite":
+                continue  # renumbered above
+            stored = await r.parcel(integration.account_id, made.id)
+            assert stored == made
 
 
 async def test_concurrent_claims_never_hand_out_a_delivery_twice(store: Store) -> None:
@@ -232,6 +258,11 @@ async def test_prune_drops_old_settled_payloads_in_batches(store: Store) -> None
         sqlite.STATES_SQL,
         sqlite.HEALTH_SQL,
         sqlite.NEXT_DUE_SQL,
+        ingest.SQLITE_INSERT_PARCEL,
+        ingest.SQLITE_PARCELS_OF,
+        ingest.SQLITE_SET_STATUS,
+        ingest.SQLITE_CHANGE_STATUSES,
+        ingest.SQLITE_INTEGRATIONS,
     ],
 )
 async def test_sqlite_hot_statements_never_scan_a_table(tmp_path: Path, sql: str) -> None:

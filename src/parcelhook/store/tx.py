@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -18,7 +18,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -35,9 +34,11 @@ from parcelhook.domain.parcels import NewParcel, Parcel, Refund, tracking_number
 from parcelhook.domain.signing import new_webhook_secret
 from parcelhook.domain.systems import TEST_WEBHOOK
 from parcelhook.domain.tracking import StatusChange
-from parcelhook.store import answer_headers
+from parcelhook.store import answer_headers, ingest
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
+
+T = TypeVar("T")
 
 
 def integration_from_row(row: Row[Any], box: SecretBox) -> Integration:
@@ -101,10 +102,10 @@ _CHANGEABLE = (
 
 
 class _Prefixed:
-    """The columns of `row` named `prefix` + name, by name (another table's, joined in)."""
+    """The columns of a row named `prefix` + name, by name (another table's, joined in)."""
 
-    def __init__(self, row: Row[Any], prefix: str) -> None:
-        self._mapping = row._mapping
+    def __init__(self, mapping: Mapping[str, Any], prefix: str) -> None:
+        self._mapping = mapping
         self._prefix = prefix
 
     def __getattr__(self, name: str) -> Any:
@@ -180,48 +181,8 @@ def _delivery_from_row(
 _p, _i = s.parcels, s.integrations
 _PARCEL = select(_p).where(_p.c.id == bindparam("pid"), _p.c.account_id == bindparam("aid"))
 _PARCEL_FOR_UPDATE = _PARCEL.with_for_update()
-# A batch of status changes (group commit), one statement: each item's parcel, if the item's
-# account has it and its status differs, gets the status and a change time strictly after its
-# previous one. :items is a JSON array of [parcel, account, status, carrier ms] on SQLite
-# (json_extract rather than ->>, which needs SQLite 3.38).
-_CHANGE_STATUSES_SQLITE = text(
-    """
-UPDATE parcels SET status_id = x.sid, carrier_status_change_ms = x.cms,
-    updated_ms = CASE WHEN parcels.updated_ms >= :now THEN parcels.updated_ms + 1 ELSE :now END
-FROM (SELECT json_extract(value, '$[0]') AS pid, json_extract(value, '$[1]') AS aid,
-             json_extract(value, '$[2]') AS sid, json_extract(value, '$[3]') AS cms
-      FROM json_each(:items)) AS x
-WHERE parcels.id = x.pid AND parcels.account_id = x.aid AND parcels.status_id <> x.sid
-RETURNING *
-"""
-)
-# PostgreSQL: the rows are locked in id order first, as every writer of several parcels
-# locks them, so that concurrent batches (other processes, /tracking-updates) cannot
-# deadlock; a row another writer changed meanwhile is re-checked against its latest version.
-# Each parcel's integration comes back with it (one round trip less).
-_CHANGE_STATUSES_PG = text(
-    """
-WITH x AS (
-    SELECT * FROM unnest(CAST(:pid AS bigint[]), CAST(:aid AS bigint[]), CAST(:sid AS int[]),
-                         CAST(:cms AS bigint[])) AS x(pid, aid, sid, cms)
-), locked AS MATERIALIZED (
-    SELECT p.id FROM parcels AS p JOIN x ON p.id = x.pid AND p.account_id = x.aid
-    ORDER BY p.id FOR UPDATE OF p
-)
-UPDATE parcels AS p SET status_id = x.sid, carrier_status_change_ms = x.cms,
-    updated_ms = CASE WHEN p.updated_ms >= :now THEN p.updated_ms + 1 ELSE :now END
-FROM x, integrations AS i
-WHERE p.id = x.pid AND p.account_id = x.aid AND p.status_id <> x.sid
-  AND p.id IN (SELECT id FROM locked) AND i.id = p.integration_id
-RETURNING p.*, """
-    + ", ".join(f"i.{c.name} AS owner_{c.name}" for c in _i.c)
-)
 _INTEGRATIONS_BY_IDS = select(_i).where(_i.c.id.in_(bindparam("ids", expanding=True)))
 _PARCELS_BY_IDS = select(_p).where(_p.c.id.in_(bindparam("ids", expanding=True)))
-_INSERT_PARCEL = insert(_p).returning(_p.c.id)
-_SET_TRACKING = (
-    update(_p).where(_p.c.id == bindparam("pid")).values(tracking_number=bindparam("tn"))
-)
 _INTEGRATION = select(_i).where(
     _i.c.id == bindparam("iid"), _i.c.account_id == bindparam("aid"), _i.c.deleted_ms.is_(None)
 )
@@ -236,26 +197,6 @@ _API_KEY = select(_i.c.id, _i.c.account_id, _i.c.system, _i.c.secret_key_enc).wh
 API_KEY_SQL = (
     "SELECT id, account_id, system, secret_key_enc FROM integrations"
     " WHERE public_key = {} AND deleted_ms IS NULL"
-)
-_INSERT_EVENT = insert(s.events)
-_INSERT_DELIVERY = insert(s.deliveries)
-_PG_ENQUEUE = text(
-    """
-WITH e AS (
-    INSERT INTO events (id, account_id, action, timestamp_ms, body)
-    SELECT * FROM unnest(
-        CAST(:e_id AS varchar[]), CAST(:e_account AS bigint[]), CAST(:e_action AS varchar[]),
-        CAST(:e_ms AS bigint[]), CAST(:e_body AS text[]))
-), d AS (
-    INSERT INTO deliveries (event_id, integration_id, account_id, action, parcel_id, status,
-        attempt_count, schedule_base, next_attempt_ms, created_ms, updated_ms)
-    SELECT x.ev, x.iid, x.aid, x.act, x.pid, 'pending', 0, 0, :now, :now, :now
-    FROM unnest(CAST(:d_event AS varchar[]), CAST(:d_integration AS bigint[]),
-        CAST(:d_account AS bigint[]), CAST(:d_action AS varchar[]),
-        CAST(:d_parcel AS bigint[])) AS x(ev, iid, aid, act, pid)
-)
-SELECT pg_notify(:channel, '') WHERE CAST(:wake AS boolean)
-"""
 )
 
 
@@ -486,17 +427,18 @@ class Tx:
             "external_order_id": new.external_order_id,
             "external_shipment_id": new.external_shipment_id,
             "shipment_id": new.shipment_id,
-            "tracking_number": "",
             "is_return": new.is_return,
             "status_id": status_id,
             "created_ms": now_ms,
             "updated_ms": now_ms,
             "external_reference": new.external_reference,
         }
-        row = {**values, "details": json.dumps(kept)}
-        new_id = int((await self.conn.execute(_INSERT_PARCEL, row)).scalar_one())
+        row = [values[name] for name in ingest.NEW_PARCEL_NAMES[:-1]] + [json.dumps(kept)]
+        if self._sqlite:
+            new_id = await self._on_sqlite(ingest.sqlite_insert_parcel, row)
+        else:
+            new_id = await ingest.pg_insert_parcel(await self._pg(), row)
         values["tracking_number"] = tracking_number(new_id)
-        await self.conn.execute(_SET_TRACKING, {"pid": new_id, "tn": values["tracking_number"]})
         # built from what was written: the row holds nothing else
         return Parcel(id=new_id, carrier_status_change_ms=None, details=kept, **values)
 
@@ -538,25 +480,13 @@ class Tx:
         if not changes:
             return {}
         if self._sqlite:
-            items = json.dumps(
-                [[c.parcel_id, c.account_id, c.status_id, c.carrier_ms] for c in changes]
-            )
-            rows = await self.conn.execute(_CHANGE_STATUSES_SQLITE, {"items": items, "now": now_ms})
-            return {row.id: (parcel_from_row(row), None) for row in rows}
-        rows = await self.conn.execute(
-            _CHANGE_STATUSES_PG,
-            {
-                "pid": [c.parcel_id for c in changes],
-                "aid": [c.account_id for c in changes],
-                "sid": [c.status_id for c in changes],
-                "cms": [c.carrier_ms for c in changes],
-                "now": now_ms,
-            },
-        )
+            return await self._on_sqlite(ingest.sqlite_change_statuses, changes, now_ms)
+        rows = await ingest.pg_change_statuses(await self._pg(), changes, now_ms)
+        box = self.box
         return {
-            row.id: (
-                parcel_from_row(row),
-                integration_from_row(cast(Row[Any], _Prefixed(row, "owner_")), self.box),
+            row[0]: (
+                ingest.parcel_from_values(row),
+                integration_from_row(cast(Row[Any], _Prefixed(row, "owner_")), box),
             )
             for row in rows
         }
@@ -594,43 +524,30 @@ class Tx:
     async def parcels_for_update(self, account_id: int, ids: Iterable[int]) -> dict[int, Parcel]:
         """The account's parcels among `ids`, locked until the transaction ends (PostgreSQL;
         SQLite's write transaction excludes other writers anyway), in id order."""
-        p = s.parcels
-        q = (
-            select(p)
-            .where(p.c.account_id == account_id, p.c.id.in_(sorted(set(ids))))
-            .order_by(p.c.id)
-        )
-        if not self._sqlite:
-            q = q.with_for_update()
-        return {r.id: parcel_from_row(r) for r in await self.conn.execute(q)}
+        wanted = sorted(set(ids))
+        if self._sqlite:
+            return await self._on_sqlite(ingest.sqlite_parcels_of, account_id, wanted)
+        return await ingest.pg_parcels_of(await self._pg(), account_id, wanted)
 
     async def set_parcel_statuses(self, parcels: Sequence[Parcel]) -> None:
         """Write the status fields of already-changed parcels, one statement for all."""
         if not parcels:
             return
-        p = s.parcels
-        await self.conn.execute(
-            update(p)
-            .where(p.c.id == bindparam("pid"))
-            .values(
-                status_id=bindparam("sid"),
-                updated_ms=bindparam("ums"),
-                carrier_status_change_ms=bindparam("cms"),
-            ),
-            [
-                {
-                    "pid": x.id,
-                    "sid": x.status_id,
-                    "ums": x.updated_ms,
-                    "cms": x.carrier_status_change_ms,
-                }
-                for x in parcels
-            ],
-        )
+        if self._sqlite:
+            await self._on_sqlite(ingest.sqlite_set_statuses, parcels)
+        else:
+            await ingest.pg_set_statuses(await self._pg(), parcels)
 
     async def integrations_by_ids(self, ids: Iterable[int]) -> dict[int, Integration]:
         """Any integrations, deleted or not: for routing, never for answering a tenant."""
-        rows = await self.conn.execute(_INTEGRATIONS_BY_IDS, {"ids": sorted(set(ids))})
+        wanted = sorted(set(ids))
+        if self._sqlite:
+            box = self.box
+            found = await self._on_sqlite(ingest.sqlite_integrations, wanted)
+            return {
+                m["id"]: integration_from_row(cast(Row[Any], _Prefixed(m, "")), box) for m in found
+            }
+        rows = await self.conn.execute(_INTEGRATIONS_BY_IDS, {"ids": wanted})
         return {row.id: integration_from_row(row, self.box) for row in rows}
 
     async def parcel_any_account(self, parcel_id: int) -> Parcel | None:
@@ -697,63 +614,37 @@ class Tx:
     async def enqueue_many(
         self, batch: Sequence[tuple[Event, Sequence[Integration]]], now_ms: int
     ) -> None:
-        event_rows = [
-            {
-                "id": e.id,
-                "account_id": e.account_id,
-                "action": e.action,
-                "timestamp_ms": e.timestamp_ms,
-                "body": e.body.decode("ascii"),
-            }
-            for e, _ in batch
-        ]
-        delivery_rows = [
-            {
-                "event_id": e.id,
-                "integration_id": i.id,
-                "account_id": e.account_id,
-                "action": e.action,
-                "parcel_id": e.parcel_id,
-                "status": dl.PENDING,
-                "attempt_count": 0,
-                "schedule_base": 0,
-                "next_attempt_ms": now_ms,
-                "created_ms": now_ms,
-                "updated_ms": now_ms,
-            }
-            for e, recipients in batch
-            for i in recipients
-        ]
-        if not self._sqlite and event_rows:
-            # one round trip for events, deliveries and the wake-up (each statement is one
-            # more on PostgreSQL: docs/performance.md, "The API write path")
-            await self.conn.execute(
-                _PG_ENQUEUE,
-                {
-                    "e_id": [r["id"] for r in event_rows],
-                    "e_account": [r["account_id"] for r in event_rows],
-                    "e_action": [r["action"] for r in event_rows],
-                    "e_ms": [r["timestamp_ms"] for r in event_rows],
-                    "e_body": [r["body"] for r in event_rows],
-                    "d_event": [r["event_id"] for r in delivery_rows],
-                    "d_integration": [r["integration_id"] for r in delivery_rows],
-                    "d_account": [r["account_id"] for r in delivery_rows],
-                    "d_action": [r["action"] for r in delivery_rows],
-                    "d_parcel": [r["parcel_id"] for r in delivery_rows],
-                    "now": now_ms,
-                    "channel": self.notify_channel or "",
-                    "wake": bool(delivery_rows and self.notify_channel),
-                },
-            )
-            if delivery_rows:
-                self.queued = True
-                self.notified = self.notify_channel is not None
+        """Store the events and one pending delivery per recipient of each, in this
+        transaction (on PostgreSQL with the dispatchers' wake-up, sent at commit)."""
+        if not batch:
             return
-        if event_rows:
-            await self.conn.execute(_INSERT_EVENT, event_rows)
-        if delivery_rows:
-            await self.conn.execute(_INSERT_DELIVERY, delivery_rows)
-            self.queued = True
+        if self._sqlite:
+            queued = await self._on_sqlite(ingest.sqlite_enqueue, batch, now_ms)
+        else:
+            channel = self.notify_channel
+            queued = await ingest.pg_enqueue(await self._pg(), batch, now_ms, channel)
+            self.notified = self.notified or (queued and channel is not None)
+        self.queued = self.queued or queued
+
+    # -- the driver's own connection ---------------------------------------------------
+
+    async def _on_sqlite(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(sqlite3 connection, *args)` on this transaction's connection (on the loop's
+        thread; in aiosqlite's greenlet for an in-memory database)."""
+        return await self.conn.run_sync(lambda sync: fn(sync.connection.dbapi_connection, *args))
+
+    async def _pg(self) -> Any:
+        """This transaction's asyncpg connection, its transaction begun. SQLAlchemy's
+        adapter sends BEGIN lazily, with its first statement: a statement sent straight to
+        asyncpg before that would commit on its own."""
+        raw = await self.conn.get_raw_connection()
+        adapted: Any = raw.dbapi_connection
+        if adapted._transaction is None:
+            await adapted._start_transaction()
+        pg: Any = raw.driver_connection
+        if not pg.is_in_transaction():  # never outside the transaction, whatever changes
+            raise RuntimeError("the transaction's asyncpg connection has no transaction open")
+        return pg
 
     # -- the webhook log --------------------------------------------------------------
 
