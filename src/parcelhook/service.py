@@ -501,6 +501,11 @@ class Service:
             parcels = await tx.parcels_for_update(account_id, wanted)
             now = self.clock.now_ms()  # inside the lock, as for one change
             owners = await tx.integrations_by_ids({p.integration_id for p in parcels.values()})
+            # who receives a change, by the parcel's integration (the same for most items)
+            receiving = {
+                iid: ev.recipients(systems.PARCEL_STATUS_CHANGED, owner)
+                for iid, owner in owners.items()
+            }
             changed: dict[int, Parcel] = {}
             batch: list[tuple[Event, list[Integration]]] = []
             for u in parsed:
@@ -519,21 +524,15 @@ class Service:
                         tracking.TrackingResult(u.parcel_id, tracking.UNCHANGED, u.status_id)
                     )
                     continue
-                parcel = replace(
-                    parcel,
-                    status_id=u.status_id,
-                    updated_ms=max(now, parcel.updated_ms + 1),
-                    carrier_status_change_ms=u.carrier_ms,
+                updated = parcel.updated_ms + 1
+                parcel = parcel.with_status(
+                    u.status_id, now if now > updated else updated, u.carrier_ms
                 )
                 parcels[parcel.id] = changed[parcel.id] = parcel
                 # stamped with the stored change time, strictly increasing per parcel
                 payload = ev.parcel_status_changed(parcel, parcel.updated_ms, self.public_url)
-                owner = owners.get(parcel.integration_id)
                 batch.append(
-                    (
-                        ev.make_event(account_id, payload),
-                        ev.recipients(systems.PARCEL_STATUS_CHANGED, owner),
-                    )
+                    (ev.make_event(account_id, payload), receiving.get(parcel.integration_id, []))
                 )
                 results.append(tracking.TrackingResult(u.parcel_id, tracking.CHANGED, u.status_id))
             await tx.set_parcel_statuses(list(changed.values()))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,3 +34,19 @@ def test_a_local_histogram_matches_prometheus_clients() -> None:
 def test_an_event_ids_time_reads_back() -> None:
     for ms in (0, 1, 1_780_000_000_123, 2**48 - 1):
         assert event_time_ms(new_event_id(ms)) == ms
+
+
+def test_an_event_id_is_the_ulid_of_its_time_and_random_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crockford = "0123456789abcdefghjkmnpqrstvwxyz"
+    for ms, tail in (
+        (0, b"\0" * 10),
+        (2**48 - 1, b"\xff" * 10),
+        (1_780_000_000_123, b"ab\x00\x7f" * 3),
+    ):
+        monkeypatch.setattr(os, "urandom", lambda k, tail=tail: tail[:k])
+        n = (ms << 80) | int.from_bytes(tail[:10], "big")
+        # the ULID spelled out: 26 Crockford digits of the 128-bit number, most significant first
+        expected = "".join(crockford[(n >> (5 * i)) & 31] for i in range(25, -1, -1))
+        assert new_event_id(ms) == "evt_" + expected

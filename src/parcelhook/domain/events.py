@@ -30,10 +30,18 @@ class Event:
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"  # ascending in ASCII, so ids sort by time
 
 
+# every two Crockford digits, by the 10 bits they spell
+_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+
+
 def new_event_id(now_ms: int) -> str:
     """`evt_` + a 26-character ULID: 48 bits of milliseconds, then 80 random bits."""
     n = int.from_bytes(now_ms.to_bytes(6, "big") + os.urandom(10), "big")
-    return "evt_" + "".join(_CROCKFORD[(n >> (5 * i)) & 31] for i in range(25, -1, -1))
+    # two digits a step (13 steps, not 26): a digit at a time was a twentieth of a bulk
+    # tracking update's CPU
+    pairs = _PAIRS
+    return "evt_" + "".join([pairs[(n >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 # Crockford's digits as int(…, 32) reads them
