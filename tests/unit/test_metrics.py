@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from parcelhook.domain import events
 from parcelhook.domain.events import event_time_ms, new_event_id
 from parcelhook.metrics import LocalHistogram
 
@@ -40,13 +41,28 @@ def test_an_event_id_is_the_ulid_of_its_time_and_random_bits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     crockford = "0123456789abcdefghjkmnpqrstvwxyz"
-    for ms, tail in (
-        (0, b"\0" * 10),
-        (2**48 - 1, b"\xff" * 10),
-        (1_780_000_000_123, b"ab\x00\x7f" * 3),
-    ):
-        monkeypatch.setattr(os, "urandom", lambda k, tail=tail: tail[:k])
+    cases = ((0, b"\0" * 10), (2**48 - 1, b"\xff" * 10), (1_780_000_000_123, b"ab\x00\x7f" * 3))
+    for ms, tail in cases:
+        monkeypatch.setattr(events, "_random_tail", lambda tail=tail: tail[:10])
         n = (ms << 80) | int.from_bytes(tail[:10], "big")
         # the ULID spelled out: 26 Crockford digits of the 128-bit number, most significant first
         expected = "".join(crockford[(n >> (5 * i)) & 31] for i in range(25, -1, -1))
         assert new_event_id(ms) == "evt_" + expected
+
+
+def test_event_ids_in_one_millisecond_differ_in_this_process_and_a_forked_one() -> None:
+    mine = {new_event_id(0) for _ in range(1000)}
+    assert len(mine) == 1000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids, then out at once
+        os.write(write, "".join(new_event_id(0) for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as f:
+        text = f.read().decode()
+    theirs = {text[k : k + 30] for k in range(0, len(text), 30)}
+    ours = {new_event_id(0) for _ in range(100)}
+    assert status == 0 and len(theirs) == 100
+    assert not theirs & ours

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,11 +38,42 @@ _PAIR_SHIFTS = tuple(range(120, -1, -10))
 
 def new_event_id(now_ms: int) -> str:
     """`evt_` + a 26-character ULID: 48 bits of milliseconds, then 80 random bits."""
-    n = int.from_bytes(now_ms.to_bytes(6, "big") + os.urandom(10), "big")
+    n = (now_ms << 80) | int.from_bytes(_random_tail(), "big")
     # two digits a step (13 steps, not 26): a digit at a time was a twentieth of a bulk
     # tracking update's CPU
     pairs = _PAIRS
     return "evt_" + "".join([pairs[(n >> shift) & 1023] for shift in _PAIR_SHIFTS])
+
+
+class _RandomPool:
+    """The OS's random bytes drawn 4 KiB at a time: a system call per event id (getrandom)
+    cost as much as the rest of the id. A forked child forgets its parent's bytes, so two
+    processes never hand out the same ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes = b""
+        self._at = 0
+
+    def take(self, k: int) -> bytes:
+        with self._lock:
+            at = self._at
+            if at + k > len(self._bytes):
+                self._bytes, at = os.urandom(4096), 0
+            self._at = at + k
+            return self._bytes[at : at + k]
+
+    def forget(self) -> None:
+        self._bytes, self._at = b"", 0
+
+
+_pool = _RandomPool()
+os.register_at_fork(after_in_child=_pool.forget)
+
+
+def _random_tail() -> bytes:
+    """An event id's 80 random bits."""
+    return _pool.take(10)
 
 
 # Crockford's digits as int(…, 32) reads them
