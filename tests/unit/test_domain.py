@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import random
+from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks import Webhook
@@ -13,6 +14,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from parcelhook.domain import events as ev
 from parcelhook.domain import keys, signing, systems
+from parcelhook.domain.clock import iso_seconds
 from parcelhook.domain.errors import InvalidInput
 from parcelhook.domain.integrations import Integration, parse_changes
 from parcelhook.domain.parcels import Parcel, parse_new_parcel
@@ -285,3 +287,14 @@ def test_hmac_is_over_the_exact_bytes() -> None:
     assert (
         signing.sendcloud_signature(body, "k") == hmac.new(b"k", body, hashlib.sha256).hexdigest()
     )
+
+
+def test_a_parcels_dates_read_as_datetime_formats_them() -> None:
+    # iso_seconds formats each second once (cached) with time.strftime; the webhook bodies
+    # must read as before, when datetime formatted every one
+    rng = random.Random(15)
+    stamps = [0, 999, 1000, -1, -1500, 1_780_000_000_999, 253_402_300_799_999]
+    stamps += [rng.randrange(-(10**12), 253_402_300_799_999) for _ in range(2000)]
+    for ms in stamps:
+        expected = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        assert iso_seconds(ms) == expected, ms
