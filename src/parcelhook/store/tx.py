@@ -482,14 +482,16 @@ class Tx:
         if self._sqlite:
             return await self._on_sqlite(ingest.sqlite_change_statuses, changes, now_ms)
         rows = await ingest.pg_change_statuses(await self._pg(), changes, now_ms)
-        box = self.box
-        return {
-            row[0]: (
-                ingest.parcel_from_values(row),
-                integration_from_row(cast(Row[Any], _Prefixed(row, "owner_")), box),
-            )
-            for row in rows
-        }
+        # each row carries its parcel's integration; most of a batch's share one, built once
+        owners: dict[int, Integration] = {}
+        changed: dict[int, tuple[Parcel, Integration | None]] = {}
+        for row in rows:
+            owner = owners.get(row["owner_id"])
+            if owner is None:
+                prefixed = cast(Row[Any], _Prefixed(row, "owner_"))
+                owner = owners[row["owner_id"]] = integration_from_row(prefixed, self.box)
+            changed[row[0]] = (ingest.parcel_from_values(row), owner)
+        return changed
 
     async def parcels_any_account(self, ids: Iterable[int]) -> dict[int, Parcel]:
         """Parcels by id whatever their account: the caller checks the account."""
