@@ -251,15 +251,15 @@ async def hammer(
                         answers.append(text)
                     count += 1
 
-        postgres = pids_named("postgres")
+        pg0 = {p: proc_cpu_seconds(p) for p in pids_named("postgres")}
         cpu0 = server.cpu_seconds()
-        pg0 = sum(proc_cpu_seconds(p) for p in postgres)
         client0 = time.process_time()
         wall0, started = time.perf_counter(), time.time()
         await asyncio.gather(*(loop() for _ in range(clients)))
         seconds = time.perf_counter() - wall0
         cpu = server.cpu_seconds() - cpu0
-        pg = sum(proc_cpu_seconds(p) for p in postgres) - pg0
+        # a backend that ended meanwhile (its client closed) reads 0: left out
+        pg = sum(max(proc_cpu_seconds(p) - used, 0.0) for p, used in pg0.items())
         client = time.process_time() - client0
     if bad:
         raise RuntimeError(f"the server refused calls: {bad}")
