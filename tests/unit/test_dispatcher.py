@@ -10,11 +10,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain import deliveries as dl
+from parcelhook.domain.deliveries import Claimed
 from parcelhook.domain.outcome import GONE, WEBHOOK_OFF
 from parcelhook.domain.retry import RetryPolicy
 from parcelhook.domain.signing import sendcloud_signature
@@ -178,3 +180,56 @@ async def test_timeouts_shrink_the_lane_and_shed_what_it_cannot_send() -> None:
     assert all(
         (d.status, d.next_attempt_ms) == (dl.PENDING, retry_at) for d in queue.deliveries.values()
     )
+
+
+class CountingQueue(MemoryQueue):
+    """Counts the claimer's round trips; `during_claim` runs inside each claim (a commit's
+    NOTIFY arriving while it is under way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+        self.next_dues = 0
+        self.during_claim: Callable[[], None] = lambda: None
+
+    async def claim_due(self, *args: Any, **kwargs: Any) -> list[Claimed]:
+        self.claims += 1
+        self.during_claim()
+        return await super().claim_due(*args, **kwargs)
+
+    async def next_due_ms(self) -> int | None:
+        self.next_dues += 1
+        return await super().next_due_ms()
+
+
+async def test_a_claim_that_took_everything_due_is_not_repeated_when_its_lane_empties() -> None:
+    # a lane asks for more when half empty; after a claim that found less than it could
+    # take, that would be a second claim finding nothing, and a second next-due query
+    queue, clock = CountingQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    queue.enqueue(shop.id, BODY, clock.now_ms(), count=3)
+    async with dispatching(queue, clock, MockTransport(lambda _: Response(200))):
+        await until(lambda: statuses(queue) == [dl.DELIVERED] * 3)
+        await asyncio.sleep(0.05)
+        assert (queue.claims, queue.next_dues) == (1, 1)
+
+
+async def test_a_wake_during_a_claim_claims_again_without_asking_when_the_next_is_due() -> None:
+    queue, clock = CountingQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    async with dispatching(queue, clock, MockTransport(lambda _: Response(200))) as d:
+        await until(lambda: queue.claims == 1 and queue.next_dues == 1)  # idle now
+        arrivals = iter(range(3))
+
+        def commit_arrives() -> None:
+            # each claim sees one more commit's NOTIFY arrive while it runs, then no more
+            if next(arrivals, None) is not None:
+                queue.enqueue(shop.id, BODY, clock.now_ms())
+                d.wake()
+
+        queue.during_claim = commit_arrives
+        d.wake()
+        await until(lambda: statuses(queue) == [dl.DELIVERED] * 3)
+        await asyncio.sleep(0.05)
+        # four claims in a row (the last finds nothing new), one next-due query at the end
+        assert (queue.claims, queue.next_dues) == (5, 2)

@@ -233,6 +233,12 @@ class Dispatcher:
         self._capacity.set()
 
     async def _sleep(self, skipped_full_lanes: bool) -> None:
+        if self._wake.is_set():
+            # woken while claiming (a commit's NOTIFY, a lane with room, a retry): claim
+            # again now, without asking when the next delivery is due, since we would not
+            # wait for it (deliveries arriving one commit at a time claim in a row, one
+            # round trip each)
+            return
         now = self.clock.now_ms()
         due = await self.queue.next_due_ms()
         if due is not None and due <= now and not skipped_full_lanes:
@@ -390,6 +396,11 @@ class Dispatcher:
                 self._spawn(self._lane_worker(c.integration_id, lane))
         if give_back:
             await self.queue.release([lease], give_back, now)
+        elif not capped and len(claimed) < limit:
+            # everything due was claimed: a lane asking for more would only wake a claim
+            # that finds nothing (what is queued later wakes the claimer itself)
+            for lane in self._lanes.values():
+                lane.asked = True
         return len(claimed), limit, bool(capped or give_back)
 
     def _shed(self, lane: _Lane) -> None:
@@ -402,6 +413,7 @@ class Dispatcher:
         self._in_flight -= len(shed)
         self._capacity.set()
         self._to_release.extend(zip(leases, (c.id for c in shed), strict=True))
+        lane.asked = False  # what it gave back is due in the table again
         if not self._releasing:
             self._releasing = True
             self._spawn(self._release())
