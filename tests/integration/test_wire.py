@@ -130,6 +130,28 @@ async def test_an_answers_headers_are_kept_capped_in_count_and_length(
     assert headers[2:] == tuple((f"X-N{n}", str(n)) for n in range(30))
 
 
+@pytest.mark.parametrize("transport", [WireTransport, AiohttpTransport])
+async def test_invalid_utf8_at_the_edges_of_short_headers_is_replaced_in_each(
+    transport: TransportFactory,
+) -> None:
+    # the common short answer is decoded in one piece: a sequence cut at the end of one
+    # header must not swallow the next one's first byte, nor the line between them
+    endpoint = Scripted(
+        b"HTTP/1.1 200 OK\r\nX-End: caf\xc3\r\nX-Start: \xa9x\r\nX-Both: \xe2\x82\xf0\x9f\r\n"
+        b"Content-Length: 2\r\n\r\nok"
+    )
+    async with (
+        endpoint.running() as url,
+        Sender(allow_private=True, allow_http=True, transport=transport) as sender,
+    ):
+        result = await sender.send(url, BODY, {})
+    assert result.response_headers[:3] == (
+        ("X-End", "caf\ufffd"),
+        ("X-Start", "\ufffdx"),
+        ("X-Both", "\ufffd\ufffd"),
+    )
+
+
 async def test_interim_answers_and_trailers_add_no_header() -> None:
     endpoint = Scripted(
         b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"

@@ -22,6 +22,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import cast
 from urllib.parse import quote
 
@@ -212,11 +213,26 @@ class Connection(asyncio.Protocol):
             waiter.set_exception(ExchangeError(cause, self._status if self._headers_done else None))
 
     def _answer(self) -> Answer:
-        headers = tuple(
-            kept_header(n.decode("utf-8", "replace"), v.decode("utf-8", "replace"))
-            for n, v in self._headers
+        return Answer(self._status, bytes(self._excerpt), self._retry_after, self._kept())
+
+    def _kept(self) -> tuple[tuple[str, str], ...]:
+        raw = self._headers
+        if not raw:
+            return ()
+        # one decode for the whole head rather than one per name and value (each answer of
+        # every delivery comes here): decoding across a line feed replaces exactly what
+        # decoding each piece would, and a piece holding a line feed itself shows in the count
+        flat = b"\n".join(chain.from_iterable(raw)).decode("utf-8", "replace").split("\n")
+        names, values = flat[::2], flat[1::2]
+        if (
+            len(flat) == 2 * len(raw)
+            and max(map(len, names)) <= HEADER_NAME_KEPT
+            and max(map(len, values)) <= HEADER_VALUE_KEPT
+        ):
+            return tuple(zip(names, values, strict=True))
+        return tuple(
+            kept_header(n.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for n, v in raw
         )
-        return Answer(self._status, bytes(self._excerpt), self._retry_after, headers)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -368,14 +384,15 @@ class Pool:
         raises: OSError (socket.gaierror when the name does not resolve, ssl.SSLError) or
         TimeoutError.
         """
-        lines = [target.head]
-        for name, value in headers.items():
-            if "\n" in value or "\r" in value:
-                raise ValueError(f"header {name} holds a line break")
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-        lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        lines.append(body)
-        request = b"".join(lines)
+        # the head in one string, checked and encoded once (per delivery, every byte counts)
+        head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        if head.count("\n") != len(headers) or head.count("\r") != len(headers):
+            for name, value in headers.items():
+                if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                    raise ValueError(f"header {name} holds a line break")
+        request = b"".join(
+            (target.head, head.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body)
+        )
         conn = self._take_idle(target.key)
         if conn is not None:
             stale = self._clock() - conn.idle_since >= STALE_AFTER_S

@@ -23,7 +23,7 @@ from parcelhook.domain.deliveries import Claimed
 from parcelhook.domain.integrations import ApiKey, Integration
 from parcelhook.domain.outcome import Outcome
 from parcelhook.domain.systems import INTEGRATION_UPDATED
-from parcelhook.domain.text import storable
+from parcelhook.domain.text import is_storable, storable
 from parcelhook.store import answer_headers
 from parcelhook.store import schema as s
 from parcelhook.store.crypto import SecretBox
@@ -148,7 +148,7 @@ def outcome_rows(
             o.result.duration_ms,
             o.result.status_code,
             _storable(o.result.error),
-            storable(o.result.response_excerpt),
+            _storable(o.result.response_excerpt),
             answer_headers.to_text(o.result.response_headers),
             _storable(o.url),
         )
@@ -172,8 +172,11 @@ def outcome_rows(
 
 
 def _storable(value: str | None) -> str | None:
-    # what an endpoint sent back (an excerpt, an error naming its bytes) may hold anything
-    return None if value is None else storable(value)
+    # what an endpoint sent back (an excerpt, an error naming its bytes) may hold anything;
+    # mostly it is clean, and one scan says so without building a copy
+    if value is None or is_storable(value):
+        return value
+    return storable(value)
 
 
 def turned_off_events(rows: Iterable[Any], box: SecretBox, now_ms: int) -> list[tuple[Any, ...]]:
