@@ -264,6 +264,14 @@ class PostgresQueue:
         self._keys: Any = None
         self._dispatch: Any = None
         self._opening = asyncio.Lock()
+        # the claims', outcome batches' and next-due queries' connection, held rather than
+        # taken from the pool for each: a checkout and its return were ~40 Python calls and
+        # a task (asyncpg shields every release), three times per event when events arrive
+        # one commit at a time. Claims and outcome writes take turns anyway (the
+        # dispatcher's _db_turn); beats and releases, which must not wait behind them,
+        # stay on the pool
+        self._held: Any = None
+        self._held_turn = asyncio.Lock()
         self._key_lookups: GroupCommit[str, ApiKey | None] = GroupCommit(
             self._api_keys, key=None, shared_failure=is_unavailable
         )
@@ -283,22 +291,41 @@ class PostgresQueue:
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[Any]:
-        """A connection of the dispatcher's own pool, for its claims, outcome batches and
-        beats: the one place this queue obtains one. Not SQLAlchemy's pool: its checkout
+        """A connection of the dispatcher's own pool, for its beats and releases (claims,
+        outcome batches and next-due queries use `_hot`). Not SQLAlchemy's pool: its checkout
         pings every connection first (`pool_pre_ping`, on asyncpg BEGIN, an empty query and
         ROLLBACK: three round trips before each claim and each outcome batch, which took a
         worker from 42 to 119 µs and PostgreSQL from 47 to 109 µs per delivery)."""
         if self._dispatch is None:
             async with self._opening:
                 if self._dispatch is None:
-                    # the claimer, the outcome writer, the heartbeat and a lane's release
-                    self._dispatch = await self._raw_pool(4)
+                    # the heartbeats and lanes' releases
+                    self._dispatch = await self._raw_pool(2)
         async with self._dispatch.acquire() as pg:
             try:
                 yield pg
             except BaseException as exc:
                 # a connection that failed or was left mid-statement is not reused
                 if is_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
+                    pg.terminate()
+                raise
+
+    @asynccontextmanager
+    async def _hot(self) -> AsyncIterator[Any]:
+        """The held connection, one statement at a time; replaced when found closed (a
+        terminated backend's included), dropped when it failed or was left mid-statement."""
+        async with self._held_turn:
+            pg = self._held
+            if pg is None or pg.is_closed():
+                url = self._engine.url.set(drivername="postgresql")
+                pg = self._held = await asyncpg.connect(
+                    url.render_as_string(hide_password=False), server_settings={"jit": "off"}
+                )
+            try:
+                yield pg
+            except BaseException as exc:
+                if is_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
+                    self._held = None
                     pg.terminate()
                 raise
 
@@ -379,6 +406,9 @@ class PostgresQueue:
             if pool is not None:
                 await pool.close()
         self._keys = self._dispatch = None
+        held, self._held = self._held, None
+        if held is not None:
+            held.terminate()  # idle between statements, or its statement is abandoned
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.stop()
@@ -394,7 +424,7 @@ class PostgresQueue:
     ) -> list[Claimed]:
         room = room or {}
         default = limit if default_room is None else default_room
-        async with self._conn() as pg:
+        async with self._hot() as pg:
             rows = await pg.fetch(
                 CLAIM_SQL,
                 now_ms,
@@ -422,7 +452,7 @@ class PostgresQueue:
         columns = [list(c) for c in zip(*states, strict=True)]
         columns += [list(c) for c in zip(*attempts, strict=True)] or [[]] * 8
         args = (*columns, list(health.ok), list(health.failing), now, list(health.gone))
-        async with self._conn() as pg:
+        async with self._hot() as pg:
             if not health.gone:
                 await pg.execute(OUTCOMES_SQL, *args)
                 return
@@ -436,7 +466,7 @@ class PostgresQueue:
                     await pg.executemany(EVENT_SQL, queue.turned_off_events(rows, self._box, now))
 
     async def next_due_ms(self) -> int | None:
-        async with self._conn() as pg:
+        async with self._hot() as pg:
             due = await pg.fetchval(NEXT_DUE_SQL)
         return None if due is None else int(due)
 
