@@ -1,5 +1,6 @@
 """An answer's headers as an attempt keeps them: capped by the transport, made storable and
-cookie-free at the store boundary, one JSON text on the way in and pairs on the way out."""
+cookie-free at the store boundary, one JSON text on the way in and pairs on the way out; the
+outcome rows' other texts made storable too."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 
 from parcelhook.delivery import wire
 from parcelhook.domain.deliveries import storable_headers
+from parcelhook.domain.outcome import Outcome, decide_outcome
+from parcelhook.domain.retry import AttemptResult, RetryPolicy
 from parcelhook.store import answer_headers
+from parcelhook.store.queue import outcome_rows
 
 
 def test_a_header_is_cut_to_its_limits_and_marked_when_cut() -> None:
@@ -81,3 +85,23 @@ def test_one_bad_byte_anywhere_is_caught() -> None:
         assert first[0][0] != f"X{bad}" and len(first) == 4
     elided = answer_headers.from_text(answer_headers.to_text((*clean, ("SET-COOKIE", "a=b"))))
     assert elided[-1] == ("SET-COOKIE", "…")
+
+
+def test_outcome_rows_replace_only_what_no_engine_stores() -> None:
+    def outcome(result: AttemptResult, url: str) -> Outcome:
+        decision = decide_outcome(
+            result, attempt_count=0, schedule_base=0, policy=RetryPolicy(), at_ms=5
+        )
+        return Outcome(1, 2, "lease", 5, result, decision, url)
+
+    clean = AttemptResult(200, 3, "thanks", response_headers=(("X-Ok", "1"),))
+    dirty = AttemptResult(500, 3, "a\x00b\udcff", error="bad byte \x1b", response_headers=())
+    attempts, states = outcome_rows(
+        [outcome(clean, "https://a.example/"), outcome(dirty, "https://b.example/")]
+    )
+    assert [a[4:] for a in attempts] == [
+        (None, "thanks", "X-Ok\n1", "https://a.example/"),
+        ("bad byte \ufffd", "a\ufffdb?", None, "https://b.example/"),
+    ]
+    # the delivery's last error is the attempt's, made storable the same way
+    assert [s[5:7] for s in states] == [(200, None), (500, "bad byte \ufffd")]

@@ -471,7 +471,7 @@ class Dispatcher:
                 if not self._may_send():
                     await self._confirm_alive()
                     continue  # the lane may have been emptied meanwhile
-                if not lane.asked and len(lane.queue) <= self._room(lane) // 2:
+                if not lane.asked and len(lane.queue) <= self._room_of(lane.limit) // 2:
                     lane.asked = True
                     self._wake.set()  # room again: claim for this lane without waiting
                 c = lane.queue.popleft()

@@ -141,42 +141,52 @@ def outcome_rows(
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(attempt rows, delivery state rows), one tuple per row in the column order both
     engines' statements take: rows for SQLite's executemany, columns for PostgreSQL."""
-    attempts = [
-        (
-            o.delivery_id,
-            o.at_ms,
-            o.result.duration_ms,
-            o.result.status_code,
-            _storable(o.result.error),
-            _storable(o.result.response_excerpt),
-            answer_headers.to_text(o.result.response_headers),
-            _storable(o.url),
+    attempts = []
+    states = []
+    for o in outcomes:
+        r, d = o.result, o.decision
+        note = d.note
+        if r is None:
+            if note is not None and not is_storable(note):
+                note = storable(note)
+        else:
+            error, excerpt, url = r.error, r.response_excerpt, o.url
+            # what an endpoint sent back (an excerpt, an error naming its bytes) may hold
+            # anything; mostly it is all clean, and one scan of it all says so
+            if not is_storable(f"{error or ''}{excerpt}{url or ''}{note or ''}"):
+                error, url, note = _storable(error), _storable(url), _storable(note)
+                excerpt = storable(excerpt)
+            if d.attempted:
+                headers = answer_headers.to_text(r.response_headers)
+                attempts.append(
+                    (
+                        o.delivery_id,
+                        o.at_ms,
+                        r.duration_ms,
+                        r.status_code,
+                        error,
+                        excerpt,
+                        headers,
+                        url,
+                    )
+                )
+        states.append(
+            (
+                o.delivery_id,
+                o.lease,
+                d.status,
+                1 if d.attempted else 0,
+                d.next_attempt_ms,
+                None if r is None else r.status_code,
+                note,
+                o.at_ms,
+            )
         )
-        for o in outcomes
-        if o.result is not None and o.decision.attempted
-    ]
-    states = [
-        (
-            o.delivery_id,
-            o.lease,
-            o.decision.status,
-            1 if o.decision.attempted else 0,
-            o.decision.next_attempt_ms,
-            o.result.status_code if o.result else None,
-            _storable(o.decision.note),
-            o.at_ms,
-        )
-        for o in outcomes
-    ]
     return attempts, states
 
 
 def _storable(value: str | None) -> str | None:
-    # what an endpoint sent back (an excerpt, an error naming its bytes) may hold anything;
-    # mostly it is clean, and one scan says so without building a copy
-    if value is None or is_storable(value):
-        return value
-    return storable(value)
+    return None if value is None else storable(value)
 
 
 def turned_off_events(rows: Iterable[Any], box: SecretBox, now_ms: int) -> list[tuple[Any, ...]]:
