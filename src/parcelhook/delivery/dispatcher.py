@@ -149,6 +149,9 @@ class Dispatcher:
         self._lives = 1  # a new name for each life after being taken for dead
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
+        # the last next-due answer, and until when it is used instead of asking again
+        self._due_hint: int | None = None
+        self._due_hint_until = -(2**62)
         self._lanes: dict[int, _Lane] = {}
         self._integrations: dict[int, Integration] = {}
         self._outcomes: list[Outcome] = []
@@ -240,7 +243,15 @@ class Dispatcher:
             # round trip each)
             return
         now = self.clock.now_ms()
-        due = await self.queue.next_due_ms()
+        due = self._due_hint
+        if now >= self._due_hint_until or (due is not None and due <= now):
+            due = await self.queue.next_due_ms()
+            # kept for one poll: deliveries arriving one commit at a time would each cost a
+            # next-due query besides their claim. What comes due sooner meanwhile: new
+            # deliveries wake the claimer, this process's retries too (the writer), and
+            # what other processes schedule is theirs to claim, or the poll's; this process
+            # forgets it when it makes something due itself (_forget_due)
+            self._due_hint, self._due_hint_until = due, now + self.config.poll_ms
         if due is not None and due <= now and not skipped_full_lanes:
             return  # it came due after the claim looked: claim again
         until = now + self.config.poll_ms
@@ -250,6 +261,11 @@ class Dispatcher:
         # wakes us before the poll
         if not self._wake.is_set():
             await self.clock.sleep_until(until, self._wake)
+
+    def _forget_due(self) -> None:
+        """Ask when the next delivery is due before the next sleep: this process has just
+        scheduled a retry, given deliveries back or revived a dead dispatcher's."""
+        self._due_hint_until = -(2**62)
 
     async def _pause(self, seconds: float) -> None:
         """Wait `seconds` of real time (a backoff), or until stopping."""
@@ -288,6 +304,7 @@ class Dispatcher:
         self._beaten = True
         self._last_beat_ms = now
         if beat.revived:
+            self._forget_due()
             log.warning(
                 "%d deliveries of a dispatcher that stopped beating are due again", beat.revived
             )
@@ -396,6 +413,7 @@ class Dispatcher:
                 self._spawn(self._lane_worker(c.integration_id, lane))
         if give_back:
             await self.queue.release([lease], give_back, now)
+            self._forget_due()
         elif not capped and len(claimed) < limit:
             # everything due was claimed: a lane asking for more would only wake a claim
             # that finds nothing (what is queued later wakes the claimer itself)
@@ -432,6 +450,7 @@ class Dispatcher:
                     await self.queue.release(
                         [lease for lease, _ in batch], [i for _, i in batch], self.clock.now_ms()
                     )
+                    self._forget_due()
                 except Exception:
                     # nothing is lost: their leases expire and they are claimed again
                     log.exception("could not give back %d deliveries", len(batch))
@@ -567,6 +586,7 @@ class Dispatcher:
             self._in_flight -= len(outcomes)
             self._capacity.set()
             if any(o.verdict is Verdict.RETRY for o in outcomes):
+                self._forget_due()
                 self._wake.set()  # the claimer may be sleeping past the new due time
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
