@@ -18,7 +18,7 @@ from fastapi.dependencies import utils as dependency_utils
 from fastapi.routing import APIRoute
 
 from parcelhook.app import create_app
-from support.harness import HarnessFactory
+from support.harness import Account, Harness, HarnessFactory
 
 PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1234", "country": "NL"}
 STATUS_PATH = "/api/v2/parcels/{parcel_id}/status"
@@ -84,14 +84,19 @@ def _cases(pid: int, good: str) -> list[tuple[str, dict[str, str], bytes]]:
     return cases
 
 
-async def test_the_fast_path_answers_as_fastapis_handler_does(harness: HarnessFactory) -> None:
+async def _one_parcel(harness: HarnessFactory) -> tuple[Harness, Account, int]:
+    """A parcelhook without a dispatcher, an account, and a parcel of a shop of it."""
     h = await harness(dispatcher=False)
     acct = await h.account()
     shop = await acct.shop("http://127.0.0.1:9/hook")
     created = await acct.call(
         "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
     )
-    pid = int(created.json()["parcel"]["id"])
+    return h, acct, int(created.json()["parcel"]["id"])
+
+
+async def test_the_fast_path_answers_as_fastapis_handler_does(harness: HarnessFactory) -> None:
+    h, acct, pid = await _one_parcel(harness)
     good = _basic(acct.api.public_key, acct.api.secret_key)
     served = create_app(h.runtime, manage_runtime=False)
     plain = _plain(create_app(h.runtime, manage_runtime=False))
@@ -116,13 +121,7 @@ def _json(r: httpx.Response) -> Any:
 async def test_a_plain_status_change_skips_dependency_solving(
     harness: HarnessFactory, monkeypatch: Any
 ) -> None:
-    h = await harness(dispatcher=False)
-    acct = await h.account()
-    shop = await acct.shop("http://127.0.0.1:9/hook")
-    created = await acct.call(
-        "POST", "/api/v2/parcels", {"parcel": {**PARCEL, "integration_id": shop}}
-    )
-    pid = int(created.json()["parcel"]["id"])
+    _, acct, pid = await _one_parcel(harness)
     solved: list[object] = []
     solve = dependency_utils.solve_dependencies
 
