@@ -293,9 +293,10 @@ class PostgresQueue:
     async def _conn(self) -> AsyncIterator[Any]:
         """A connection of the dispatcher's own pool, for its beats and releases (claims,
         outcome batches and next-due queries use `_hot`). Not SQLAlchemy's pool: its checkout
-        pings every connection first (`pool_pre_ping`, on asyncpg BEGIN, an empty query and
-        ROLLBACK: three round trips before each claim and each outcome batch, which took a
-        worker from 42 to 119 µs and PostgreSQL from 47 to 109 µs per delivery)."""
+        pinged every connection first when this was written (`pool_pre_ping`, on asyncpg
+        BEGIN, an empty query and ROLLBACK: three round trips before each claim and each
+        outcome batch, which took a worker from 42 to 119 µs and PostgreSQL from 47 to
+        109 µs per delivery), and a checkout is still a dozen Python calls and a task."""
         if self._dispatch is None:
             async with self._opening:
                 if self._dispatch is None:
