@@ -1,7 +1,7 @@
 """Connections that heal, on real PostgreSQL: after every backend of the database was
 terminated (a failover, a restart), the next read through the pool is served on a fresh
-connection (a closed one is found out at checkout), and the dispatcher delivers again at once, its dead raw
-connections replaced rather than retried.
+connection (a closed one is found out at checkout), and the dispatcher delivers again at
+once, its dead raw connections replaced rather than retried.
 """
 
 from __future__ import annotations
