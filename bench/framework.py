@@ -28,7 +28,6 @@ from typing import Any
 
 from bench import fixtures
 from parcelhook.app import create_app
-from parcelhook.config import Settings
 from parcelhook.domain.parcels import parse_new_parcel
 from parcelhook.runtime import Runtime
 
@@ -127,55 +126,45 @@ async def main(n: int, fake: bool, profile: Path | None, engine: str) -> None:
 
 
 async def _ours(url: str, n: int, fake: bool, profile: Path | None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            database_url=url,
-            key_file=Path(tmp) / "bench.key",
-            dispatcher=False,
-            allow_private_targets=True,
-            allow_http_targets=True,
-        )
-        runtime = Runtime(settings)
-        await runtime.start()
-        try:
-            app = create_app(runtime, manage_runtime=False)
-            service = runtime.service
-            account = await service.create_account("bench@example.com", "password123")
-            api = account.integration
-            parcels = []
-            for i in range(200):
-                new = parse_new_parcel({**PARCEL, "order_number": f"ORD-{i}"})
-                parcels.append(await service.create_parcel(account.account_id, api, new))
-            auth = base64.b64encode(f"{api.public_key}:{api.secret_key}".encode())
-            headers = [
-                (b"host", b"127.0.0.1:8000"),
-                (b"content-type", b"application/json"),
-                (b"authorization", b"Basic " + auth),
-            ]
-            if fake:
-                key = await service.authenticate_api(api.public_key, api.secret_key)
-                app.state.service = FakeService(service, key, parcels[0])
-            calls = [
-                (
-                    f"/api/v2/parcels/{parcels[i % len(parcels)].id}/status",
-                    json.dumps(
-                        {"status_id": STATUSES[(i // len(parcels)) % len(STATUSES)]}
-                    ).encode(),
-                )
-                for i in range(n)
-            ]
-            await drive(app, calls[: n // 10], headers)  # warm up: caches, statements
-            profiler = cProfile.Profile() if profile else None
-            if profiler:
-                profiler.enable()
-            wall = time.perf_counter()
-            ours = await drive(app, calls, headers)
-            wall = time.perf_counter() - wall
-            if profiler:
-                profiler.disable()
-                profiler.dump_stats(profile)
-        finally:
-            await runtime.stop()
+    runtime = Runtime(fixtures.settings(url, dispatcher=False, concurrency=32))
+    await runtime.start()
+    try:
+        app = create_app(runtime, manage_runtime=False)
+        service = runtime.service
+        account = await service.create_account("bench@example.com", "password123")
+        api = account.integration
+        parcels = []
+        for i in range(200):
+            new = parse_new_parcel({**PARCEL, "order_number": f"ORD-{i}"})
+            parcels.append(await service.create_parcel(account.account_id, api, new))
+        auth = base64.b64encode(f"{api.public_key}:{api.secret_key}".encode())
+        headers = [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"authorization", b"Basic " + auth),
+        ]
+        if fake:
+            key = await service.authenticate_api(api.public_key, api.secret_key)
+            app.state.service = FakeService(service, key, parcels[0])
+        calls = [
+            (
+                f"/api/v2/parcels/{parcels[i % len(parcels)].id}/status",
+                json.dumps({"status_id": STATUSES[(i // len(parcels)) % len(STATUSES)]}).encode(),
+            )
+            for i in range(n)
+        ]
+        await drive(app, calls[: n // 10], headers)  # warm up: caches, statements
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        wall = time.perf_counter()
+        ours = await drive(app, calls, headers)
+        wall = time.perf_counter() - wall
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)
+    finally:
+        await runtime.stop()
     what = "request layer (service faked)" if fake else f"request + {url.split(':')[0]} transaction"
     print(f"status change, {what}: {ours * 1e6:,.0f} µs CPU per call, {n / wall:,.0f} calls/s")
     _OURS.append(ours)
