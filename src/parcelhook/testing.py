@@ -182,6 +182,13 @@ class MemoryQueue:
                 self.released += 1
         await asyncio.sleep(0)
 
+    async def release_claim(self, lease: str, due_ms: int) -> None:
+        for d in self.deliveries.values():
+            if d.status == dl.PENDING and d.lease_owner == lease:
+                d.next_attempt_ms = due_ms
+                d.lease_owner = None
+        await asyncio.sleep(0)
+
     async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> Beat:
         known = owner in self.heartbeats
         self.heartbeats[owner] = now_ms

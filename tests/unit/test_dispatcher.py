@@ -234,3 +234,31 @@ async def test_a_wake_during_a_claim_claims_again_without_asking_when_the_next_i
         # four claims in a row (the last finds nothing new), and no next-due query: the
         # first one's answer holds for a poll
         assert (queue.claims, queue.next_dues) == (5, 1)
+
+
+class LostAnswerQueue(MemoryQueue):
+    """Its first claim is committed, then the connection drops before the answer arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    async def claim_due(self, *args: Any, **kwargs: Any) -> list[Claimed]:
+        claimed = await super().claim_due(*args, **kwargs)
+        if claimed and not self.lost:
+            self.lost = len(claimed)
+            raise ConnectionError("connection was closed in the middle of operation")
+        return claimed
+
+
+async def test_what_a_claim_without_an_answer_leased_is_sent_without_waiting_out_the_lease() -> (
+    None
+):
+    # the database committed the claim's leases, the answer was lost: nobody holds those
+    # deliveries, and the clock never reaches their lease's end here
+    queue, clock = LostAnswerQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    queue.enqueue(shop.id, BODY, clock.now_ms(), count=3)
+    async with dispatching(queue, clock, MockTransport(lambda _: Response(200))):
+        await until(lambda: statuses(queue) == [dl.DELIVERED] * 3, within=10)
+    assert queue.lost == 3

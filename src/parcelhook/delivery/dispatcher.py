@@ -147,6 +147,8 @@ class Dispatcher:
             raise ValueError(f"a dispatcher's name has at most {MAX_OWNER} characters")
         self.owner = self._named
         self._lives = 1  # a new name for each life after being taken for dead
+        # the lease of a claim that raised: it may have been committed without an answer
+        self._unanswered: str | None = None
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
         # the last next-due answer, and until when it is used instead of asking again
@@ -357,6 +359,12 @@ class Dispatcher:
         """Claim one batch: how many were claimed, asked for, and whether full lanes were
         left out."""
         async with self._db_turn:
+            if self._unanswered is not None:
+                # a claim whose answer never came may still have been committed: what it
+                # leased nobody holds, and would wait out the whole lease; give it back
+                # first (a failure here is the database still away: the loop's backoff)
+                await self.queue.release_claim(self._unanswered, self.clock.now_ms())
+                self._unanswered = None
             return await self._claim_batch()
 
     async def _claim_batch(self) -> tuple[int, int, bool]:
@@ -372,9 +380,13 @@ class Dispatcher:
         self._claims += 1
         lease = f"{self.owner}#{self._claims % CLAIM_NUMBERS}"
         started = time.perf_counter()
-        claimed = await self.queue.claim_due(
-            lease, now, self.config.lease_ms, limit, room, default_room
-        )
+        try:
+            claimed = await self.queue.claim_due(
+                lease, now, self.config.lease_ms, limit, room, default_room
+            )
+        except BaseException:
+            self._unanswered = lease
+            raise
         self.observer.claimed(time.perf_counter() - started, len(claimed))
         if claimed and not lease.startswith(self.owner + "#"):
             # taken for dead while claiming: a lease under the old name may be revived

@@ -224,6 +224,11 @@ UPDATE deliveries SET next_attempt_ms = $1, lease_owner = NULL
 WHERE id = ANY($2::bigint[]) AND lease_owner = ANY($3::text[]) AND status = 'pending'
 """
 
+RELEASE_CLAIM_SQL = """
+UPDATE deliveries SET next_attempt_ms = $1, lease_owner = NULL
+WHERE lease_owner = $2 AND status = 'pending'
+"""
+
 
 # the earliest next_attempt_ms of a pending delivery: each integration's, one probe of
 # deliveries_pending_integration each (a loose index scan)
@@ -443,6 +448,10 @@ class PostgresQueue:
             return
         async with self._conn() as pg:
             await pg.execute(RELEASE_SQL, due_ms, list(ids), list(set(leases)))
+
+    async def release_claim(self, lease: str, due_ms: int) -> None:
+        async with self._conn() as pg:
+            await pg.execute(RELEASE_CLAIM_SQL, due_ms, lease)
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:

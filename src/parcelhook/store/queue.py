@@ -63,6 +63,11 @@ class DeliveryQueue(Protocol):
         """Give leased deliveries back untouched (e.g. their endpoint's lane is full)."""
         ...
 
+    async def release_claim(self, lease: str, due_ms: int) -> None:
+        """Give back whatever a claim under `lease` took, when its answer never arrived
+        (the connection dropped after the database committed it): nobody holds those."""
+        ...
+
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         """Write a batch of outcomes at once: attempts, delivery states, endpoint health.
 

@@ -85,6 +85,10 @@ WHERE id IN (SELECT value FROM json_each(?2))
   AND lease_owner IN (SELECT value FROM json_each(?3))
   AND status = 'pending'
 """
+RELEASE_CLAIM_SQL = """
+UPDATE deliveries SET next_attempt_ms = ?1, lease_owner = NULL
+WHERE lease_owner = ?2 AND status = 'pending'
+"""
 
 ATTEMPTS_SQL = """
 INSERT INTO attempts (delivery_id, at_ms, duration_ms, status_code, error, response_excerpt,
@@ -312,6 +316,10 @@ class SqliteQueue:
             return
         async with self._writing() as hot:
             await hot.execute(RELEASE_SQL, (due_ms, as_json(ids), as_json(set(leases))))
+
+    async def release_claim(self, lease: str, due_ms: int) -> None:
+        async with self._writing() as hot:
+            await hot.execute(RELEASE_CLAIM_SQL, (due_ms, lease))
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:
