@@ -98,9 +98,13 @@ SQLITE_INSERT_PARCEL = _insert_parcel_sql(
 )
 
 # ?1 account, ?2 parcel ids (JSON array)
+# `+account_id` (and `account_id + 0` on PostgreSQL) keeps the account out of the index
+# choice: with no statistics (a new database, or autovacuum off) both planners took an index
+# that starts with account_id and walked all of the account's parcels for each batch, the
+# primary key left unused (tests/integration/test_query_plans.py)
 SQLITE_PARCELS_OF = f"""
 SELECT {PARCEL_COLUMNS} FROM parcels
-WHERE account_id = ?1 AND id IN (SELECT value FROM json_each(?2)) ORDER BY id
+WHERE id IN (SELECT value FROM json_each(?2)) AND +account_id = ?1 ORDER BY id
 """
 SQLITE_INTEGRATIONS = "SELECT * FROM integrations WHERE id IN (SELECT value FROM json_each(?1))"
 SQLITE_SET_STATUS = """
@@ -214,7 +218,7 @@ PG_INSERT_PARCEL = _insert_parcel_sql(
 )
 PG_PARCELS_OF = f"""
 SELECT {PARCEL_COLUMNS} FROM parcels
-WHERE account_id = $1 AND id = ANY($2::bigint[]) ORDER BY id FOR UPDATE
+WHERE id = ANY($2::bigint[]) AND account_id + 0 = $1 ORDER BY id FOR UPDATE
 """
 PG_SET_STATUSES = """
 UPDATE parcels AS p SET status_id = x.sid, updated_ms = x.ums, carrier_status_change_ms = x.cms
@@ -225,20 +229,24 @@ _OWNER = ", ".join(f"i.{c.name} AS owner_{c.name}" for c in s.integrations.c)
 # As on SQLite, but the rows are locked in id order first, as every writer of several parcels
 # locks them, so that concurrent batches (other processes, /tracking-updates) cannot
 # deadlock; a row another writer changed meanwhile is re-checked against its latest version.
-# Each parcel's integration comes back with it (one round trip less).
+# Each parcel's integration comes back with it (one round trip less). Parcels are found by
+# id alone and their account compared after (the locked row's, which never changes): a join
+# on account_id let the planner, with no statistics, walk the whole account through an
+# index starting with it, for each parcel (5.4 ms for 19 changes among 1,000 parcels, and
+# growing with the account; 1.4 ms through the primary key). A parcel id of another
+# account is locked for the batch's few milliseconds and left unchanged.
 PG_CHANGE_STATUSES = f"""
 WITH x AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[])
         AS x(pid, aid, sid, cms)
 ), locked AS MATERIALIZED (
-    SELECT p.id FROM parcels AS p JOIN x ON p.id = x.pid AND p.account_id = x.aid
+    SELECT p.id, p.account_id FROM parcels AS p WHERE p.id = ANY($1::bigint[])
     ORDER BY p.id FOR UPDATE OF p
 )
 UPDATE parcels AS p SET status_id = x.sid, carrier_status_change_ms = x.cms,
     updated_ms = CASE WHEN p.updated_ms >= $5 THEN p.updated_ms + 1 ELSE $5 END
-FROM x, integrations AS i
-WHERE p.id = x.pid AND p.account_id = x.aid AND p.status_id <> x.sid
-  AND p.id IN (SELECT id FROM locked) AND i.id = p.integration_id
+FROM x JOIN locked AS l ON l.id = x.pid AND l.account_id = x.aid, integrations AS i
+WHERE p.id = l.id AND p.status_id <> x.sid AND i.id = p.integration_id
 RETURNING {", ".join("p." + c.strip() for c in PARCEL_COLUMNS.split(","))}, {_OWNER}
 """
 # events, deliveries and the wake-up in one round trip ($12: NOTIFY at commit, or not)

@@ -179,7 +179,8 @@ def _delivery_from_row(
 # The API's hot statements, built once: building a statement anew (select(), where(),
 # coercing every comparison) cost more than SQLite running it (docs/performance.md)
 _p, _i = s.parcels, s.integrations
-_PARCEL = select(_p).where(_p.c.id == bindparam("pid"), _p.c.account_id == bindparam("aid"))
+# `account_id + 0`: by the primary key only, whatever the statistics (store/ingest.py)
+_PARCEL = select(_p).where(_p.c.id == bindparam("pid"), _p.c.account_id + 0 == bindparam("aid"))
 _PARCEL_FOR_UPDATE = _PARCEL.with_for_update()
 _INTEGRATIONS_BY_IDS = select(_i).where(_i.c.id.in_(bindparam("ids", expanding=True)))
 _PARCELS_BY_IDS = select(_p).where(_p.c.id.in_(bindparam("ids", expanding=True)))
