@@ -249,6 +249,7 @@ def serve(demo: bool, **flags: Any) -> None:
         import uvicorn
 
         from parcelhook.app import create_app
+        from parcelhook.http_protocol import HttpProtocol
         from parcelhook.runtime import Runtime
 
         runtime = Runtime(settings)
@@ -257,6 +258,7 @@ def serve(demo: bool, **flags: Any) -> None:
             await _ensure_demo(runtime)
         config = uvicorn.Config(
             create_app(runtime),
+            http=HttpProtocol,
             log_level=settings.log_level,
             log_config=None,
             access_log=settings.log_level == "debug",
@@ -280,6 +282,7 @@ def _serve_workers(settings: Settings, demo: bool, proxy: dict[str, Any]) -> Non
     import uvicorn
 
     from parcelhook import asgi
+    from parcelhook.http_protocol import HttpProtocol
 
     async def prepare() -> None:
         from parcelhook.runtime import Runtime
@@ -301,6 +304,7 @@ def _serve_workers(settings: Settings, demo: bool, proxy: dict[str, Any]) -> Non
     uvicorn.run(
         "parcelhook.asgi:app_from_environment",
         factory=True,
+        http=HttpProtocol,
         workers=settings.workers,
         host=settings.host,
         port=settings.port,

@@ -25,6 +25,7 @@ from parcelhook.delivery.transport import TransportFactory, WireTransport
 from parcelhook.domain.clock import Clock
 from parcelhook.domain.integrations import Integration
 from parcelhook.domain.retry import RetryPolicy
+from parcelhook.http_protocol import HttpProtocol
 from parcelhook.runtime import Runtime
 
 PG_ADMIN = os.environ.get("PARCELHOOK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -124,7 +125,10 @@ class Harness:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_app(self.runtime, manage_runtime=False), log_level="warning", lifespan="off"
+            create_app(self.runtime, manage_runtime=False),
+            http=HttpProtocol,  # as `parcelhook serve` answers
+            log_level="warning",
+            lifespan="off",
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
