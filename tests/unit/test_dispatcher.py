@@ -7,19 +7,23 @@ real engines and real HTTP are in tests/integration (test_lanes, test_scaleout, 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+
+import pytest
 
 from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain.deliveries import Claimed
-from parcelhook.domain.outcome import GONE, WEBHOOK_OFF
+from parcelhook.domain.outcome import GONE, WEBHOOK_OFF, Outcome
 from parcelhook.domain.retry import RetryPolicy
 from parcelhook.domain.signing import sendcloud_signature
+from parcelhook.supervision import Backoff
 from parcelhook.testing import FakeClock, MemoryQueue, MockTransport, Request, Response
 
 BODY = b'{"action": "parcel_status_changed"}'
@@ -262,3 +266,91 @@ async def test_what_a_claim_without_an_answer_leased_is_sent_without_waiting_out
     async with dispatching(queue, clock, MockTransport(lambda _: Response(200))):
         await until(lambda: statuses(queue) == [dl.DELIVERED] * 3, within=10)
     assert queue.lost == 3
+
+
+# -- shutdown ---------------------------------------------------------------------------
+
+
+class GatedWrites(MemoryQueue):
+    """Its first outcome write waits for `gate`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.writes = 0
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        self.writes += 1
+        if self.writes == 1:
+            await self.gate.wait()
+        await super().record_outcomes(outcomes)
+
+
+async def test_shutdown_ends_once_the_last_outcomes_are_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the last outcomes arrive while the writer is writing others: it takes them on the
+    # wake shutdown gave it, and must not then wait for another that never comes
+    queue, clock = GatedWrites(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    first, *_ = queue.enqueue(shop.id, BODY, clock.now_ms(), count=3)
+    answering = asyncio.Event()
+
+    async def answer(request: Request) -> Response:
+        if request.headers["webhook-id"] != f"evt-{first}":
+            await answering.wait()
+        return Response(200)
+
+    sender = Sender(timeout=5.0, allow_private=True, transport=MockTransport(answer))
+    dispatcher = Dispatcher(queue, sender, clock, policy=POLICY)
+    stop = asyncio.Event()
+    run = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await until(lambda: queue.writes == 1)  # the first outcome's write, held
+        stop.set()
+        answering.set()  # the others' outcomes arrive while it is held
+        await asyncio.sleep(0.05)  # and shutdown asks the writer to drain
+        queue.gate.set()
+        started = time.monotonic()
+        await asyncio.wait_for(run, 5)
+    finally:
+        await sender.close()
+    assert time.monotonic() - started < 1  # not the 10 s the writer may take
+    assert statuses(queue) == [dl.DELIVERED] * 3
+    assert "gave up writing" not in caplog.text
+
+
+class WritesFail(MemoryQueue):
+    """Outcome writes never succeed: the database is away, or the write hangs."""
+
+    def __init__(self, hang: bool) -> None:
+        super().__init__()
+        self.hang = hang
+        self.writes = 0
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        self.writes += 1
+        if self.hang:
+            await asyncio.Event().wait()  # cancelled by the end of shutdown's wait
+        raise ConnectionRefusedError("the database is away")
+
+
+@pytest.mark.parametrize("hang", [False, True], ids=["in backoff", "mid-write"])
+async def test_outcomes_given_up_at_shutdown_are_counted_and_stay_leased(
+    hang: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue, clock = WritesFail(hang), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    queue.enqueue(shop.id, BODY, clock.now_ms(), count=3)
+    transport = MockTransport(lambda _: Response(200))
+    config = DispatcherConfig(shutdown_write_ms=300)
+    async with dispatching(queue, clock, transport, config) as dispatcher:
+        dispatcher.backoff = Backoff(first_s=0.01, cap_s=0.05)
+        await until(lambda: len(transport.requests) == 3 and queue.writes >= 1)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "gave up writing 3 outcomes at shutdown" in "\n".join(errors)
+    # sent, not recorded: they stay leased, and are sent again when their leases end
+    assert all(
+        (d.status, d.attempt_count, d.lease_owner is not None) == (dl.PENDING, 0, True)
+        for d in queue.deliveries.values()
+    )

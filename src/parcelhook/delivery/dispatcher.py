@@ -70,6 +70,9 @@ class DispatcherConfig:
     # (a stalled event loop, or a database this process cannot reach, must not send what
     # another process took over)
     send_fence_ms: int = 7_500
+    # at shutdown, once the sends under way have ended, how long the outcome writer has to
+    # write what it holds; what it could not write is sent again when its lease ends
+    shutdown_write_ms: int = 10_000
 
 
 async def record_isolating(
@@ -158,6 +161,9 @@ class Dispatcher:
         self._integrations: dict[int, Integration] = {}
         self._outcomes: list[Outcome] = []
         self._outcome_ready = asyncio.Event()
+        # what the writer took from _outcomes and has not written yet (a write under way,
+        # or one waiting out its backoff): at shutdown, what it gives up is both lists
+        self._unwritten: list[Outcome] = []
         self._in_flight = 0
         # delivery id → the lease token of its latest claim, for every delivery held here
         self._leases: dict[int, str] = {}
@@ -557,16 +563,18 @@ class Dispatcher:
         return Outcome(c.id, c.integration_id, self._leases[c.id], at, result, decision, url)
 
     async def _write_outcomes(self) -> None:
-        """Group commit: everything that finished while the last write ran goes in the next."""
+        """Group commit: everything that finished while the last write ran goes in the next.
+        Ends when stopping, once no lane can add an outcome and nothing is left to write."""
         while True:
-            await self._outcome_ready.wait()
-            self._outcome_ready.clear()
-            outcomes, self._outcomes = self._outcomes, []
-            if not outcomes:
+            # look before waiting, not only after a wake: the wake a batch was taken on may
+            # also have been shutdown's last one, and nothing would wake the writer again
+            while not self._outcomes:
                 if self._stopping and not self._tasks:
                     return
-                continue
-            pending = outcomes
+                self._outcome_ready.clear()
+                await self._outcome_ready.wait()
+            outcomes, self._outcomes = self._outcomes, []
+            pending = self._unwritten = outcomes
             while pending:
                 settled: list[Outcome] = []
                 try:
@@ -585,14 +593,15 @@ class Dispatcher:
                             self.observer.wrote(time.perf_counter() - started)
                             for o in settled:
                                 del self._leases[o.delivery_id]
-                    pending = []
+                            done = {o.delivery_id for o in settled}
+                            pending = [o for o in pending if o.delivery_id not in done]
+                            self._unwritten = pending
+                    pending = self._unwritten = []
                     self.writer_health.ok()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    # keep the outcomes: the leases still protect these deliveries
-                    done = {o.delivery_id for o in settled}
-                    pending = [o for o in pending if o.delivery_id not in done]
+                    # keep the outcomes not settled: the leases still protect these deliveries
                     failures = self.writer_health.failed(exc)
                     await asyncio.sleep(self.backoff.delay(failures))
             self._in_flight -= len(outcomes)
@@ -616,9 +625,16 @@ class Dispatcher:
         self._tasks.clear()
         self._outcome_ready.set()
         try:
-            await asyncio.wait_for(writer, timeout=10)
+            await asyncio.wait_for(writer, timeout=self.config.shutdown_write_ms / 1000)
         except TimeoutError:
-            log.error("gave up writing %d outcomes at shutdown", len(self._outcomes))
+            # cancelled: what it held is in _unwritten, what it never took in _outcomes
+            given_up = len(self._unwritten) + len(self._outcomes)
+            if given_up:
+                log.error(
+                    "gave up writing %d outcomes at shutdown; their deliveries are sent "
+                    "again when their leases end",
+                    given_up,
+                )
         try:
             await self.queue.release(leases, unsent, self.clock.now_ms())
         except Exception:
