@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from parcelhook.delivery.headers import USER_AGENT
 from parcelhook.delivery.sender import Sender
 from parcelhook.domain import deliveries as dl
 from parcelhook.domain.deliveries import Claimed
+from parcelhook.domain.integrations import Integration
 from parcelhook.domain.outcome import GONE, WEBHOOK_OFF, Outcome
 from parcelhook.domain.retry import RetryPolicy
 from parcelhook.domain.signing import sendcloud_signature
@@ -266,6 +267,30 @@ async def test_what_a_claim_without_an_answer_leased_is_sent_without_waiting_out
     async with dispatching(queue, clock, MockTransport(lambda _: Response(200))):
         await until(lambda: statuses(queue) == [dl.DELIVERED] * 3, within=10)
     assert queue.lost == 3
+
+
+class UnreadIntegrationsQueue(MemoryQueue):
+    """Its first claim is committed, then reading the integrations it needs fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("connection was closed in the middle of operation")
+        return await super().integrations_by_id(ids)
+
+
+async def test_a_claim_whose_integrations_could_not_be_read_is_sent_without_waiting() -> None:
+    # claimed, then the database went away before the claim's deliveries reached a lane
+    queue, clock = UnreadIntegrationsQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    queue.enqueue(shop.id, BODY, clock.now_ms(), count=3)
+    async with dispatching(queue, clock, MockTransport(lambda _: Response(200))):
+        await until(lambda: statuses(queue) == [dl.DELIVERED] * 3, within=10)
+    assert queue.failed
 
 
 # -- shutdown ---------------------------------------------------------------------------

@@ -150,7 +150,9 @@ class Dispatcher:
             raise ValueError(f"a dispatcher's name has at most {MAX_OWNER} characters")
         self.owner = self._named
         self._lives = 1  # a new name for each life after being taken for dead
-        # the lease of a claim that raised: it may have been committed without an answer
+        # the lease of a claim that raised before its deliveries reached a lane (its answer
+        # lost, or the integrations it needs unread): it may have been committed, and then
+        # nobody holds what it leased
         self._unanswered: str | None = None
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
@@ -406,7 +408,12 @@ class Dispatcher:
         )
         if not claimed:
             return 0, limit, capped
-        await self._refresh_integrations(claimed)
+        try:
+            await self._refresh_integrations(claimed)
+        except BaseException:
+            # leased, and held by no lane yet: given back as a lost answer's would be
+            self._unanswered = lease
+            raise
         give_back: list[int] = []
         for c in claimed:
             if c.id in self._leases:
