@@ -1,5 +1,5 @@
 """A dispatcher that stops, on both engines and real HTTP: it writes the last outcomes and
-ends."""
+ends, and what it claimed and never sent is due again for anyone at once."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import pytest
 from aiohttp import web
 from sqlalchemy import text
 
-from parcelhook.delivery.dispatcher import Dispatcher
+from parcelhook.delivery.dispatcher import Dispatcher, DispatcherConfig
 from parcelhook.delivery.sender import Sender
+from parcelhook.domain.clock import FakeClock
 from parcelhook.domain.deliveries import Claimed
 from parcelhook.domain.integrations import Integration
 from parcelhook.domain.outcome import Outcome
 from parcelhook.store.queue import Beat, DeliveryQueue
+from parcelhook.supervision import Backoff
 from support.harness import Harness, HarnessFactory, eventually
 
 PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1", "country": "NL"}
@@ -62,13 +64,15 @@ async def receiving() -> AsyncIterator[Receiver]:
 
 
 class Hooked:
-    """The engine's queue, whose outcome writes wait for `write_gate`."""
+    """The engine's queue, with a hook in the way of two of its calls."""
 
     def __init__(self, queue: DeliveryQueue) -> None:
         self.queue = queue
         self.writes = 0
         self.write_gate = asyncio.Event()
         self.write_gate.set()
+        self.lose_next_answer = False
+        self.lost = 0
 
     async def claim_due(
         self,
@@ -79,7 +83,12 @@ class Hooked:
         room: Mapping[int, int] | None = None,
         default_room: int | None = None,
     ) -> list[Claimed]:
-        return await self.queue.claim_due(lease, now_ms, lease_ms, limit, room, default_room)
+        claimed = await self.queue.claim_due(lease, now_ms, lease_ms, limit, room, default_room)
+        if claimed and self.lose_next_answer:
+            # committed, and the connection drops before the answer arrives
+            self.lose_next_answer, self.lost = False, len(claimed)
+            raise ConnectionResetError("connection was closed in the middle of operation")
+        return claimed
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         self.writes += 1
@@ -149,3 +158,56 @@ async def test_a_stopping_dispatcher_writes_its_last_outcomes_and_ends(
     assert time.monotonic() - started < 3
     assert [d[:2] for d in await deliveries(h)] == [("delivered", 1)] * 3
     assert "gave up writing" not in caplog.text
+
+
+async def test_what_a_stopping_dispatcher_never_sent_is_due_again_at_once(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(dispatcher=False)
+    clock = FakeClock()  # never reaches a lease's end
+    async with receiving() as rx:
+        await shop_with_parcels(h, rx.url(), 4)
+        config = DispatcherConfig(lane_concurrency=1, lane_start=1)
+        async with Sender(timeout=5, allow_private=True, allow_http=True) as sender:
+            dispatcher = Dispatcher(h.store.queue, sender, clock, config=config)
+            stop = asyncio.Event()
+            run = asyncio.create_task(dispatcher.run(stop))
+            await eventually(lambda: rx.received == 2, within=10)
+            # one delivered, one on the wire, two waiting in the lane: stop
+            stop.set()
+
+            async def given_back() -> bool:
+                return [d[3] is None for d in await deliveries(h)] == [True, False, True, True]
+
+            # while the one on the wire is still being sent, and it alone stays leased
+            await eventually(given_back, within=2, what="the unsent to be given back")
+            rx.answering.set()
+            await asyncio.wait_for(run, 8)
+    now = clock.now_ms()
+    assert await deliveries(h) == [
+        ("delivered", 1, now, None),
+        ("delivered", 1, now, None),
+        ("pending", 0, now, None),
+        ("pending", 0, now, None),
+    ]
+
+
+async def test_a_claim_without_an_answer_is_given_back_when_stopping(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(dispatcher=False)
+    clock = FakeClock()
+    async with receiving() as rx:
+        await shop_with_parcels(h, rx.url(), 3)
+        queue = Hooked(h.store.queue)
+        queue.lose_next_answer = True
+        async with Sender(timeout=5, allow_private=True, allow_http=True) as sender:
+            dispatcher = Dispatcher(queue, sender, clock)
+            dispatcher.backoff = Backoff(first_s=60, cap_s=60)  # stopped before a next claim
+            stop = asyncio.Event()
+            run = asyncio.create_task(dispatcher.run(stop))
+            await eventually(lambda: queue.lost == 3, within=10)
+            stop.set()
+            await asyncio.wait_for(run, 8)
+    assert rx.received == 0
+    assert await deliveries(h) == [("pending", 0, clock.now_ms(), None)] * 3

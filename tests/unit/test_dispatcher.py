@@ -379,3 +379,104 @@ async def test_outcomes_given_up_at_shutdown_are_counted_and_stay_leased(
         (d.status, d.attempt_count, d.lease_owner is not None) == (dl.PENDING, 0, True)
         for d in queue.deliveries.values()
     )
+
+
+async def test_deliveries_waiting_in_a_lane_are_given_back_at_once_at_shutdown() -> None:
+    queue, clock = MemoryQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    sending, *waiting = queue.enqueue(shop.id, BODY, clock.now_ms(), count=3)
+    answering = asyncio.Event()
+
+    async def answer(_: Request) -> Response:
+        await answering.wait()
+        return Response(200)
+
+    transport = MockTransport(answer)
+    sender = Sender(timeout=5.0, allow_private=True, transport=transport)
+    config = DispatcherConfig(lane_concurrency=1, lane_start=1)
+    dispatcher = Dispatcher(queue, sender, clock, policy=POLICY, config=config)
+    stop = asyncio.Event()
+    run = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await until(lambda: len(transport.requests) == 1)
+        stop.set()  # one request under way, two waiting their turn in the lane
+        # the two are due again for anyone while the one under way is still being sent
+        # (within its 5 s timeout), and that one stays leased to this dispatcher
+        await until(lambda: all(queue.deliveries[i].lease_owner is None for i in waiting), 1)
+        assert queue.deliveries[sending].lease_owner is not None
+        assert all(queue.deliveries[i].next_attempt_ms == clock.now_ms() for i in waiting)
+        answering.set()
+        await asyncio.wait_for(run, 5)
+    finally:
+        await sender.close()
+    assert len(transport.requests) == 1
+    assert queue.deliveries[sending].status == dl.DELIVERED
+    assert all(
+        (queue.deliveries[i].status, queue.deliveries[i].attempt_count) == (dl.PENDING, 0)
+        for i in waiting
+    )
+
+
+async def test_a_claim_without_an_answer_is_given_back_at_shutdown() -> None:
+    # the claim failed (its answer lost) and the dispatcher stops during the backoff, so
+    # no next claim gives it back: shutdown does
+    queue, clock = LostAnswerQueue(), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    queue.enqueue(shop.id, BODY, clock.now_ms(), count=3)
+    transport = MockTransport(lambda _: Response(200))
+    async with dispatching(queue, clock, transport) as dispatcher:
+        dispatcher.backoff = Backoff(first_s=60.0, cap_s=60.0)
+        await until(lambda: queue.lost == 3)
+    assert transport.requests == []
+    assert all(
+        (d.status, d.lease_owner, d.next_attempt_ms) == (dl.PENDING, None, clock.now_ms())
+        for d in queue.deliveries.values()
+    )
+
+
+class StalledClaimQueue(MemoryQueue):
+    """A claim that stalls after the database committed it: before its answer arrives, or
+    while the integrations it needs are read."""
+
+    def __init__(self, stall_in: str) -> None:
+        super().__init__()
+        self.stall_in = stall_in
+        self.stalled = asyncio.Event()
+
+    async def _stall(self) -> None:
+        self.stalled.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    async def claim_due(self, *args: Any, **kwargs: Any) -> list[Claimed]:
+        claimed = await super().claim_due(*args, **kwargs)
+        if claimed and self.stall_in == "claim":
+            await self._stall()
+        return claimed
+
+    async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:
+        if self.stall_in == "integrations":
+            await self._stall()
+        return await super().integrations_by_id(ids)
+
+
+@pytest.mark.parametrize("stall_in", ["claim", "integrations"])
+async def test_a_claim_cancelled_at_shutdown_is_given_back(stall_in: str) -> None:
+    queue, clock = StalledClaimQueue(stall_in), FakeClock()
+    shop = queue.add_integration("https://shop.example/hook")
+    queue.enqueue(shop.id, BODY, clock.now_ms(), count=3)
+    transport = MockTransport(lambda _: Response(200))
+    sender = Sender(timeout=1.0, allow_private=True, transport=transport)
+    dispatcher = Dispatcher(queue, sender, clock, policy=POLICY)
+    run = asyncio.create_task(dispatcher.run(asyncio.Event()))
+    try:
+        await asyncio.wait_for(queue.stalled.wait(), 2)
+        run.cancel()  # as the event loop does to what is left when it closes
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(run, 5)
+    finally:
+        await sender.close()
+    assert transport.requests == []
+    assert all(
+        (d.status, d.lease_owner, d.next_attempt_ms) == (dl.PENDING, None, clock.now_ms())
+        for d in queue.deliveries.values()
+    )

@@ -618,15 +618,15 @@ class Dispatcher:
                 self._wake.set()  # the claimer may be sleeping past the new due time
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
-        unsent = [c.id for lane in self._lanes.values() for c in lane.queue]
-        leases = [self._leases.pop(i) for i in unsent]
-        for lane in self._lanes.values():
-            self._in_flight -= len(lane.queue)
-            lane.queue.clear()
+        # run() may also end by being cancelled: the lanes and the writer wind down on this
+        self._stopping = True
+        await self._give_back_unsent()
         if self._tasks:
             # in-flight sends end within the sender's timeout
             await asyncio.wait(list(self._tasks), timeout=self.sender.timeout + 2)
         for task in list(self._tasks):
+            # a send still under way keeps its lease: its request may have arrived, so it
+            # is sent again only when the lease ends, as after a crash
             task.cancel()
         # let the writer drain the last outcomes, then end
         self._tasks.clear()
@@ -642,7 +642,25 @@ class Dispatcher:
                     "again when their leases end",
                     given_up,
                 )
+
+    async def _give_back_unsent(self) -> None:
+        """Give back, before waiting for the sends under way, what was claimed here and never
+        sent: another dispatcher (or this one restarted) sends it now, not when its lease
+        ends. What waits in the lanes, and whatever a claim that raised may have leased."""
+        unsent = [c.id for lane in self._lanes.values() for c in lane.queue]
+        leases = [self._leases.pop(i) for i in unsent]
+        for lane in self._lanes.values():
+            self._in_flight -= len(lane.queue)
+            lane.queue.clear()
+        now = self.clock.now_ms()
+        # not in a _db_turn: fenced by their lease tokens, as _release is
         try:
-            await self.queue.release(leases, unsent, self.clock.now_ms())
+            await self.queue.release(leases, unsent, now)
         except Exception:
             log.exception("could not give back %d deliveries at shutdown", len(unsent))
+        if self._unanswered is not None:
+            try:
+                await self.queue.release_claim(self._unanswered, now)
+                self._unanswered = None
+            except Exception:
+                log.exception("could not give back what claim %s leased", self._unanswered)
