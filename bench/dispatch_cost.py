@@ -68,24 +68,27 @@ async def _child(url: str, profile_to: str | None) -> None:
 
 async def _measure(args: argparse.Namespace) -> None:
     receiver = Receiver()
-    tmp = Path(tempfile.mkdtemp(prefix="parcelhook-dispatch-cost-"))
-    try:
-        async with (
-            fixtures.database(args.engine, tmp) as url,
-            fixtures.runtime(url) as rt,
-        ):
-            account_id, targets = await fixtures.shop_integrations(rt, [receiver.url()])
-            events = Events(account_id)
-            if not args.rate:
-                await fixtures.enqueue_bulk(rt, events, targets, args.n)
-                await receiver.reset()
-                await _run_child(args, url, receiver, None)
-                return
-            # one commit per event at `rate` per second, as an API's commits arrive
-            pace = fixtures.enqueue_paced(rt, events, targets, args.rate, args.n / args.rate)
-            await _run_child(args, url, receiver, pace)
-    finally:
-        await receiver.close()
+    # the SQLite database and the child's profile or callgrind dumps: gone when the run
+    # ends, however it ends
+    with tempfile.TemporaryDirectory(prefix="parcelhook-dispatch-cost-") as scratch:
+        tmp = Path(scratch)
+        try:
+            async with (
+                fixtures.database(args.engine, tmp) as url,
+                fixtures.runtime(url) as rt,
+            ):
+                account_id, targets = await fixtures.shop_integrations(rt, [receiver.url()])
+                events = Events(account_id)
+                if not args.rate:
+                    await fixtures.enqueue_bulk(rt, events, targets, args.n)
+                    await receiver.reset()
+                    await _run_child(args, url, receiver, None, tmp / "out")
+                    return
+                # one commit per event at `rate` per second, as an API's commits arrive
+                pace = fixtures.enqueue_paced(rt, events, targets, args.rate, args.n / args.rate)
+                await _run_child(args, url, receiver, pace, tmp / "out")
+        finally:
+            await receiver.close()
 
 
 async def _run_child(
@@ -93,8 +96,8 @@ async def _run_child(
     url: str,
     receiver: Receiver,
     arrivals: Coroutine[Any, Any, object] | None,
+    out: Path,
 ) -> None:
-    out = Path(tempfile.mkdtemp(prefix="parcelhook-cost-")) / "out"
     cmd = [sys.executable, "-m", "bench.dispatch_cost", "--child", url]
     if args.tool == "cprofile":
         cmd += ["--profile-to", str(out)]
