@@ -1,10 +1,13 @@
-"""What only SQLite does: the dispatcher's statements on one aiosqlite connection of its own.
+"""What only SQLite does: the dispatcher's statements on one sqlite3 connection of its own.
 
 Why not through SQLAlchemy: every statement there is several hand-offs to aiosqlite's
 thread (cursor, execute, fetch, close, the pool's reset) plus compiling an IN-list whose
-length changes with every batch. Here each statement is one hand-off with fixed SQL text,
-so sqlite3 prepares it once: a claim is one statement, an outcome batch five.
-Lists are passed as JSON arrays (`json_each`), which keeps the SQL text fixed too.
+length changes with every batch. Here the statements run on the event loop's own thread
+(as the API's do, sqlite_loop.py) with fixed SQL text, so sqlite3 prepares each once: a
+claim is one statement in its transaction, an outcome batch five. Through aiosqlite each was
+a hand-off to its thread and a wake-up of the loop, 3.7 % of `serve`'s CPU end to end in the
+semaphore posts alone (docs/performance.md, "The dispatcher's SQLite statements on the
+loop"). Lists are passed as JSON arrays (`json_each`), which keeps the SQL text fixed too.
 
 SQLite has one writer, so this process's writers (the store's transactions and the
 dispatcher's statements) take turns on one lock rather than in SQLite's busy handler.
@@ -20,7 +23,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiosqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parcelhook.domain.deliveries import Claimed
@@ -135,13 +137,11 @@ API_KEY_SQL_SQLITE = API_KEY_SQL.format("?")
 NEXT_DUE_SQL = "SELECT min(next_attempt_ms) FROM deliveries WHERE status = 'pending'"
 
 
-async def connect(path: str) -> aiosqlite.Connection:
-    # autocommit (isolation_level None): a single statement commits by itself, and
-    # multi-statement writes say BEGIN IMMEDIATE themselves
-    conn = await aiosqlite.connect(path, isolation_level=None)
+def connect(path: str) -> sqlite3.Connection:
+    """The dispatcher's connection, used on the loop's thread: autocommit, and its writes
+    say BEGIN IMMEDIATE themselves (`SqliteQueue._writing`)."""
+    conn = sqlite_loop.raw_connection(path, PRAGMAS)
     conn.row_factory = sqlite3.Row  # claimed rows read by name, as asyncpg's are
-    for pragma in PRAGMAS:
-        await conn.execute(pragma)
     return conn
 
 
@@ -159,36 +159,41 @@ class SqliteQueue:
         # this process's write turn; the dispatcher's writes go first (write_turns.py)
         self._turns = WriteTurns()
         # the dispatcher's own connection, opened on first use
-        self._hot: aiosqlite.Connection | None = None
-        self._hot_opening = asyncio.Lock()
+        self._hot: sqlite3.Connection | None = None
         # the API's transactions and reads, on the loop's own thread (sqlite_loop.py)
         self._loop = sqlite_loop.loop_engine(engine.url, PRAGMAS)
         # the API's authentication, one raw statement on the loop's thread (opened on use)
         self._keys: sqlite3.Connection | None = None
 
-    async def _conn(self) -> aiosqlite.Connection:
+    def _conn(self) -> sqlite3.Connection:
         """The dispatcher's connection: the one place this queue obtains it."""
         if self._hot is None:
-            async with self._hot_opening:
-                if self._hot is None:
-                    database = self._engine.url.database
-                    if not database or database == ":memory:":
-                        raise ValueError("an in-memory SQLite database cannot be shared")
-                    self._hot = await connect(database)
+            database = self._engine.url.database
+            if not database or database == ":memory:":
+                raise ValueError("an in-memory SQLite database cannot be shared")
+            self._hot = connect(database)
         return self._hot
 
     @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The dispatcher's connection, for writes, in this process's write turn."""
+    async def _writing(self) -> AsyncIterator[sqlite3.Connection]:
+        """The dispatcher's connection in a write transaction (BEGIN IMMEDIATE, waited for
+        without blocking the loop), in this process's write turn; committed at the end."""
         async with self._turns.turn(first=True):
-            hot = await self._conn()
-            if hot.in_transaction:
-                # left open by a write cancelled halfway: a statement run inside it would
-                # never commit
-                await hot.execute("ROLLBACK")
+            hot = self._conn()
             try:
+                if hot.in_transaction:
+                    # left open by a write cancelled halfway: a statement run inside it
+                    # would never commit
+                    hot.execute("ROLLBACK")
+                await sqlite_loop.begin_immediate(hot)
                 yield hot
-            except Exception as exc:
+                hot.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite may have rolled it back itself (a full disk): a ROLLBACK would then
+                # fail and hide why
+                if hot.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        hot.execute("ROLLBACK")
                 if is_unavailable(exc) and not any(w in str(exc) for w in ("locked", "full")):
                     # an I/O error may leave the connection unusable: the next write opens a
                     # fresh one. Not after a full disk: SQLite ends the failed statement or
@@ -197,7 +202,7 @@ class SqliteQueue:
                     # that kept the write lock, so the fresh one was "locked" for good
                     self._hot = None
                     with contextlib.suppress(Exception):
-                        await hot.close()
+                        hot.close()
                 raise
 
     @asynccontextmanager
@@ -279,7 +284,7 @@ class SqliteQueue:
             self._loop.dispose()
         hot, self._hot = self._hot, None
         if hot is not None:
-            await hot.close()
+            hot.close()
 
     async def claim_due(
         self,
@@ -295,7 +300,7 @@ class SqliteQueue:
         full = [i for i, r in room.items() if r <= 0]
         rooms = {str(i): r for i, r in room.items() if r > 0}
         async with self._writing() as hot:
-            rows = await hot.execute_fetchall(
+            rows = hot.execute(
                 CLAIM_SQL,
                 (
                     now_ms + lease_ms,
@@ -307,7 +312,7 @@ class SqliteQueue:
                     default,
                     limit * CLAIM_SCAN_FACTOR,
                 ),
-            )
+            ).fetchall()
         # RETURNING has no order; PostgreSQL's claim returns them by id too
         return [queue.claimed_from_row(r) for r in sorted(rows, key=lambda r: r["id"])]
 
@@ -315,11 +320,11 @@ class SqliteQueue:
         if not ids:
             return
         async with self._writing() as hot:
-            await hot.execute(RELEASE_SQL, (due_ms, as_json(ids), as_json(set(leases))))
+            hot.execute(RELEASE_SQL, (due_ms, as_json(ids), as_json(set(leases))))
 
     async def release_claim(self, lease: str, due_ms: int) -> None:
         async with self._writing() as hot:
-            await hot.execute(RELEASE_CLAIM_SQL, (due_ms, lease))
+            hot.execute(RELEASE_CLAIM_SQL, (due_ms, lease))
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:
@@ -328,50 +333,35 @@ class SqliteQueue:
         health = health_changes(outcomes)
         now = max(o.at_ms for o in outcomes)
         async with self._writing() as hot:
-            await hot.execute("BEGIN IMMEDIATE")
-            try:
-                if attempts:
-                    await hot.executemany(ATTEMPTS_SQL, attempts)
-                await hot.executemany(STATES_SQL, states)
-                if health:
-                    gone = as_json(health.gone)
-                    # rare (an endpoint answered 410): the write lock is held, so exactly
-                    # these are turned off by this batch
-                    off = []
-                    if health.gone:
-                        turning = await hot.execute_fetchall(TURNING_OFF_SQL, (gone,))
-                        off = [r[0] for r in turning]
-                    await hot.execute(
-                        HEALTH_SQL, (as_json(health.ok), as_json(health.failing), gone, now)
-                    )
-                    if off:
-                        rows = await hot.execute_fetchall(TURNED_OFF_SQL, (as_json(off),))
-                        await hot.executemany(
-                            EVENT_SQL, queue.turned_off_events(rows, self._box, now)
-                        )
-                await hot.execute("COMMIT")
-            except Exception:
-                # SQLite may have rolled it back itself (a full disk): a ROLLBACK would then
-                # fail and hide why
-                if hot.in_transaction:
-                    await hot.execute("ROLLBACK")
-                raise
+            if attempts:
+                hot.executemany(ATTEMPTS_SQL, attempts)
+            hot.executemany(STATES_SQL, states)
+            if health:
+                gone = as_json(health.gone)
+                # rare (an endpoint answered 410): the write lock is held, so exactly these
+                # are turned off by this batch
+                off = []
+                if health.gone:
+                    off = [r[0] for r in hot.execute(TURNING_OFF_SQL, (gone,)).fetchall()]
+                hot.execute(HEALTH_SQL, (as_json(health.ok), as_json(health.failing), gone, now))
+                if off:
+                    rows = hot.execute(TURNED_OFF_SQL, (as_json(off),)).fetchall()
+                    hot.executemany(EVENT_SQL, queue.turned_off_events(rows, self._box, now))
 
     async def next_due_ms(self) -> int | None:
-        hot = await self._conn()
-        [(due,)] = await hot.execute_fetchall(NEXT_DUE_SQL)
+        hot = self._conn()
+        [(due,)] = hot.execute(NEXT_DUE_SQL).fetchall()
         return None if due is None else int(due)
 
     async def heartbeat(self, owner: str, now_ms: int, dead_after_ms: int) -> queue.Beat:
         async with self._writing() as hot:
-            known = (await hot.execute(BEAT_SQL, (owner, now_ms))).rowcount == 1
+            known = hot.execute(BEAT_SQL, (owner, now_ms)).rowcount == 1
             if not known:
-                await hot.execute(JOIN_SQL, (owner, now_ms))
-            dead = [r[0] for r in await hot.execute_fetchall(DEAD_SQL, (now_ms - dead_after_ms,))]
+                hot.execute(JOIN_SQL, (owner, now_ms))
+            dead = [r[0] for r in hot.execute(DEAD_SQL, (now_ms - dead_after_ms,)).fetchall()]
             revived = 0
             for gone in dead:  # rare: a process that died without giving its leases back
-                cursor = await hot.execute(REVIVE_SQL, (now_ms, gone))
-                revived += cursor.rowcount
+                revived += hot.execute(REVIVE_SQL, (now_ms, gone)).rowcount
         return queue.Beat(known, revived)
 
     async def integrations_by_id(self, ids: Iterable[int]) -> dict[int, Integration]:

@@ -61,9 +61,13 @@ def loop_engine(async_engine_url: URL, pragmas: tuple[str, ...]) -> Engine | Non
     return engine
 
 
-def raw_connection(path: str) -> sqlite3.Connection:
-    """A plain sqlite3 connection for single statements on the loop's thread (autocommit)."""
+def raw_connection(path: str, pragmas: tuple[str, ...] = ()) -> sqlite3.Connection:
+    """A plain sqlite3 connection for statements on the loop's thread (autocommit: writes
+    say BEGIN IMMEDIATE themselves, through `begin_immediate`)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in pragmas:
+        if not pragma.lower().startswith("pragma busy_timeout"):
+            conn.execute(pragma)
     conn.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
     return conn
 
@@ -98,16 +102,20 @@ class LoopConnection:
         return cast(AsyncConnection, self)
 
 
-async def begin_immediate(conn: Connection) -> None:
+async def begin_immediate(conn: Connection | sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE, waiting for another process's write lock without blocking the loop."""
     deadline = time.monotonic() + WRITE_WAIT_S
     pause = 0.002
     while True:
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if isinstance(conn, sqlite3.Connection):
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             return
-        except OperationalError as exc:
-            locked = "locked" in str(exc.orig) or "busy" in str(exc.orig)
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            reason = str(getattr(exc, "orig", exc))
+            locked = "locked" in reason or "busy" in reason
             if not locked or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(pause)
