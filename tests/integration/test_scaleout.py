@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from parcelhook.domain.integrations import Integration, parse_changes
 from parcelhook.runtime import Runtime
 from parcelhook.tools.trigger import sample_parcel
 from support.harness import MASTER_KEY, drop_pg_database, make_pg_database, pg_reachable
+from support.loopback_http import serving
 
 pytestmark = pytest.mark.postgres
 
@@ -112,19 +112,8 @@ class Receiver:
 @asynccontextmanager
 async def receiving(delay: float = 0.0) -> AsyncIterator[Receiver]:
     rx = Receiver(delay=delay)
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", rx.hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    rx.port = sock.getsockname()[1]
-    site = web.SockSite(runner, sock)
-    await site.start()
-    try:
+    async with serving(rx.hook) as rx.port:
         yield rx
-    finally:
-        await runner.cleanup()
 
 
 # -- workers and the API side ----------------------------------------------------------------

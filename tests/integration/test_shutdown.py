@@ -4,7 +4,6 @@ ends, and what it claimed and never sent is due again for anyone at once."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from parcelhook.domain.outcome import Outcome
 from parcelhook.store.queue import Beat, DeliveryQueue
 from parcelhook.supervision import Backoff
 from support.harness import Harness, HarnessFactory, eventually
+from support.loopback_http import serving
 
 PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1", "country": "NL"}
 
@@ -48,19 +48,11 @@ class Receiver:
 @asynccontextmanager
 async def receiving() -> AsyncIterator[Receiver]:
     rx = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", rx.hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    rx.port = sock.getsockname()[1]
-    await web.SockSite(runner, sock).start()
-    try:
-        yield rx
-    finally:
-        rx.answering.set()
-        await runner.cleanup()
+    async with serving(rx.hook, "/hook") as rx.port:
+        try:
+            yield rx
+        finally:
+            rx.answering.set()
 
 
 class Hooked:
