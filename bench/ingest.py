@@ -487,7 +487,8 @@ async def paced(
 
 
 async def _main(args: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="parcelhook-ingest-"))
+    scratch = tempfile.TemporaryDirectory(prefix="parcelhook-ingest-")
+    tmp = Path(scratch.name)
     try:
         async with fixtures.database(args.engine, tmp) as url:
             t = await tenant(url, "http://127.0.0.1:9/hook")
@@ -511,6 +512,7 @@ async def _main(args: argparse.Namespace) -> None:
             print(f"bare FastAPI: {bare.rate:,.0f}/s, {bare.cpu_us:,.0f} µs CPU per request")
     finally:
         Proc.stop_all()
+        scratch.cleanup()  # the SQLite database and its WAL, whatever happened
 
 
 def main() -> None:
