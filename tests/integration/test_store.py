@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -158,6 +159,39 @@ async def test_concurrent_claims_never_hand_out_a_delivery_twice(store: Store) -
     assert len(ids) == 50 and len(set(ids)) == 50
     assert await store.queue.claim_due("late", NOW, LEASE, 10) == []
     assert all(c.body.startswith(b'{"action": "integration_updated"') for c in claims[0])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_dispatcher_writes_wait_for_another_writer_without_blocking_the_loop(
+    store: Store, database_url: str
+) -> None:
+    # the dispatcher's statements run on the loop's thread, whose statements wait at most
+    # 20 ms for a lock: a longer foreign write (an import-tracking next to serve) must be
+    # waited out asynchronously, not fail the claim, and not stall everything else
+    integration = await _integration(store)
+    await _enqueue(store, integration, 3)
+    other = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticking() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(ticking())
+    asyncio.get_running_loop().call_later(0.5, other.execute, "ROLLBACK")
+    try:
+        started = time.monotonic()
+        claimed = await store.queue.claim_due("w", NOW, LEASE, 10)
+        waited = time.monotonic() - started
+    finally:
+        ticker.cancel()
+        other.close()
+    assert len(claimed) == 3
+    assert waited >= 0.45
+    assert ticks >= 20, ticks  # the loop went on while the claim waited
 
 
 async def test_expired_leases_are_taken_over_and_the_old_owner_is_fenced(store: Store) -> None:
