@@ -596,13 +596,17 @@ class Dispatcher:
                         started = time.perf_counter()
                         try:
                             await record_isolating(self.queue, batch, settled)
+                        except BaseException:
+                            # what was settled before the failure is written; the rest is
+                            # still held (and counted, if shutdown gives up on it)
+                            done = {o.delivery_id for o in settled}
+                            pending = [o for o in pending if o.delivery_id not in done]
+                            self._unwritten = pending
+                            raise
                         finally:
                             self.observer.wrote(time.perf_counter() - started)
                             for o in settled:
                                 del self._leases[o.delivery_id]
-                            done = {o.delivery_id for o in settled}
-                            pending = [o for o in pending if o.delivery_id not in done]
-                            self._unwritten = pending
                     pending = self._unwritten = []
                     self.writer_health.ok()
                 except asyncio.CancelledError:
