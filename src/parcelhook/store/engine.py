@@ -20,6 +20,21 @@ SQLITE_PRAGMAS = (
 )
 
 
+# Every PostgreSQL session parcelhook opens (SQLAlchemy's, and the raw asyncpg ones in
+# postgres.py).
+# - jit: JIT compilation pays off for long analytical queries, never for ours: with a
+#   large backlog the claim's cost estimate crossed jit_above_cost and each claim spent
+#   ~12 ms compiling a 3 ms statement.
+# - enable_seqscan: each statement is planned once per connection and its generic plan
+#   kept (asyncpg prepares every statement). Planned while a table was small, or with no
+#   statistics (a new database, a bulk load, a server with autovacuum off), that plan read
+#   the whole table, and nothing replans it until the next ANALYZE: each outcome batch
+#   read all of `deliveries` and each status change all of `parcels`, slower with every
+#   row. Every statement we send has an index to use; with sequential scans priced out
+#   the planner takes it whatever it knows (a statement with no index path still scans).
+PG_SESSION_SETTINGS = {"jit": "off", "enable_seqscan": "off"}
+
+
 def normalise_url(url: str) -> str:
     """SQLAlchemy URL with the async driver for `sqlite:` / `postgresql:` URLs."""
     u = make_url(url)
@@ -74,10 +89,7 @@ def open_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         hide_parameters=True,
-        # JIT compilation pays off for long analytical queries, never for ours: with a
-        # large backlog the claim's cost estimate crossed jit_above_cost and each
-        # claim spent ~12 ms compiling a 3 ms statement
-        connect_args={"server_settings": {"jit": "off"}},
+        connect_args={"server_settings": dict(PG_SESSION_SETTINGS)},
     )
 
     @event.listens_for(engine.sync_engine, "checkout")

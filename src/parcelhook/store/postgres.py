@@ -21,6 +21,7 @@ from parcelhook.domain.outcome import Outcome, health_changes
 from parcelhook.group_commit import GroupCommit
 from parcelhook.store import queue, raw_statements
 from parcelhook.store.crypto import SecretBox
+from parcelhook.store.engine import PG_SESSION_SETTINGS
 from parcelhook.store.faults import is_unavailable
 from parcelhook.store.tx import Tx, api_key_from_row
 from parcelhook.supervision import Backoff, LoopHealth
@@ -291,7 +292,7 @@ class PostgresQueue:
             min_size=1,
             max_size=max_size,
             reset=_nothing_to_reset,
-            server_settings={"jit": "off"},
+            server_settings=dict(PG_SESSION_SETTINGS),
         )
 
     @asynccontextmanager
@@ -325,7 +326,8 @@ class PostgresQueue:
             if pg is None or pg.is_closed():
                 url = self._engine.url.set(drivername="postgresql")
                 pg = self._held = await asyncpg.connect(
-                    url.render_as_string(hide_password=False), server_settings={"jit": "off"}
+                    url.render_as_string(hide_password=False),
+                    server_settings=dict(PG_SESSION_SETTINGS),
                 )
             try:
                 yield pg
