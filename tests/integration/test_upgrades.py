@@ -189,3 +189,34 @@ def test_migrate_sql_prints_the_pending_sql_without_changing_anything(tmp_path: 
     assert "CREATE TABLE accounts" in result.stdout
     assert "CREATE INDEX deliveries_pending_integration" in result.stdout
     assert not db.exists() or db.stat().st_size == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_postgresql_vacuums_and_analyzes_the_queue_early(database_url: str) -> None:
+    """Autovacuum's defaults wait for a fifth of a table to be dead; the queue's tables are
+    vacuumed and analyzed after 1–2 % (migration 0012; docs/performance.md)."""
+    store = Store.open(database_url, SecretBox(RELEASE_KEY))
+    try:
+        await store.migrate()
+        async with store.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT relname, reloptions FROM pg_class"
+                    " WHERE relname IN ('deliveries', 'events', 'parcels')"
+                )
+            )
+            options = {name: sorted(opts or []) for name, opts in rows}
+    finally:
+        await store.close()
+    assert options == {
+        "deliveries": [
+            "autovacuum_analyze_scale_factor=0.01",
+            "autovacuum_vacuum_insert_scale_factor=0.01",
+            "autovacuum_vacuum_scale_factor=0.01",
+        ],
+        "events": ["autovacuum_vacuum_insert_scale_factor=0.02"],
+        "parcels": [
+            "autovacuum_analyze_scale_factor=0.02",
+            "autovacuum_vacuum_scale_factor=0.02",
+        ],
+    }
