@@ -104,11 +104,6 @@ class Store:
         async with self.reading() as r:
             return await r.queue_depth(now_ms, cap)
 
-    async def delivery_counts(self) -> dict[str, int]:
-        """How many deliveries there are in each status."""
-        async with self.reading() as r:
-            return await r.delivery_counts()
-
     async def prune(self, older_than_ms: int, batch: int = 500) -> int:
         """Drop attempts and payloads of settled deliveries older than the cut-off, one batch."""
         async with self.transaction() as tx:

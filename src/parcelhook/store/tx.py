@@ -789,12 +789,6 @@ class Tx:
 
     # -- operations -------------------------------------------------------------------
 
-    async def delivery_counts(self) -> dict[str, int]:
-        """How many deliveries there are in each status (for metrics)."""
-        d = s.deliveries
-        rows = await self.conn.execute(select(d.c.status, func.count()).group_by(d.c.status))
-        return {status: int(n) for status, n in rows}
-
     async def ping(self) -> None:
         """One round trip: raises when the database cannot be reached."""
         await self.conn.execute(select(1))
