@@ -19,15 +19,8 @@ from aiohttp import web
 
 from support.harness import HarnessFactory, eventually
 from support.loopback_http import serving
+from support.parcels import PARCEL
 
-PARCEL = {
-    "name": "Jan Jansen",
-    "address": "Stadhuisplein",
-    "house_number": "10",
-    "city": "Eindhoven",
-    "postal_code": "5611 EM",
-    "country": "NL",
-}
 # a walk of statuses in which consecutive ones differ, so each call is a change
 STATUSES = (1, 3, 5, 7, 11, 12, 91, 92)
 GROWING = ("deliveries", "parcels", "events", "attempts")

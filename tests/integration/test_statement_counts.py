@@ -7,21 +7,13 @@ slower (docs/performance.md, "The API write path"); this fails it in CI, on both
 from __future__ import annotations
 
 from support.harness import HarnessFactory
+from support.parcels import PARCEL
 from support.statements import statements
 
 # statements per call, authentication included (a creation's INSERT sets its tracking
 # number too: it was 8 and 5 with a separate UPDATE)
 STATUS_CHANGE = {"sqlite": 7, "postgres": 3}
 PARCEL_CREATE = {"sqlite": 7, "postgres": 4}
-
-PARCEL = {
-    "name": "Jan Jansen",
-    "address": "Stadhuisplein",
-    "house_number": "10",
-    "city": "Eindhoven",
-    "postal_code": "5611 EM",
-    "country": "NL",
-}
 
 
 def _engine(url: str) -> str:
