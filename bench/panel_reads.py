@@ -1,12 +1,14 @@
-"""How long the panel's and the API's reads take over a large log, on SQLite.
+"""How long the panel's and the API's reads take over a large log.
 
 SQLite statements of the API and the panel run on the event loop's own thread
 (store/sqlite_loop.py), so a slow read there stalls every request and the dispatcher of the
-process. This fills one integration with N deliveries (events, attempts; mostly delivered,
-some failed, a few pending, over 30 days) and times every read the log, the banner, the
-API's lists and /metrics make, each the worst of a few runs.
+process. On PostgreSQL every session prices out sequential scans (store/engine.py), so a
+read with no good index would show here as a slow one. This fills one integration with N
+deliveries (events, attempts; mostly delivered, some failed, a few pending, over 30 days)
+and times every read the log, the banner, the API's lists and /metrics make, each the
+worst of a few runs.
 
-    python -m bench.panel_reads [--deliveries 200000]
+    python -m bench.panel_reads [--deliveries 200000] [--engine sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import asyncio
 import sqlite3
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from bench import fixtures
 from parcelhook.domain import deliveries as dl
@@ -33,12 +37,60 @@ PARCEL = {"name": "Anna", "address": "Stationsplein 1", "city": "Eindhoven"}
 PARCEL |= {"postal_code": "5611 AB", "country": "NL"}
 
 
-def fill(path: str, account_id: int, integration_id: int, n: int, now_ms: int) -> None:
+class Raw:
+    """Statements straight to the database, around the service (`?` placeholders)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sqlite = url.startswith("sqlite")
+
+    def _pg_sql(self, sql: str) -> str:
+        parts = sql.split("?")
+        return "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
+
+    async def run(self, sql: str, rows: Sequence[tuple[Any, ...]] | None = None) -> None:
+        if self.sqlite:
+            conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+            with conn:
+                if rows is None:
+                    conn.execute(sql)
+                else:
+                    conn.executemany(sql, rows)
+            conn.close()
+            return
+        pg = await asyncpg.connect(self.url)
+        try:
+            if rows is None:
+                await pg.execute(sql)
+            else:
+                await pg.executemany(self._pg_sql(sql), rows)
+        finally:
+            await pg.close()
+
+    async def columns(self, table: str) -> list[str]:
+        if self.sqlite:
+            conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+            names = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            conn.close()
+            return names
+        pg = await asyncpg.connect(self.url)
+        try:
+            rows = await pg.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = $1"
+                " ORDER BY ordinal_position",
+                table,
+            )
+        finally:
+            await pg.close()
+        return [r[0] for r in rows]
+
+
+async def fill(raw: Raw, account_id: int, integration_id: int, n: int, now_ms: int) -> None:
     """N events and deliveries for one integration, with an attempt each, written directly."""
-    conn = sqlite3.connect(path)
     start = now_ms - 30 * DAY_MS
     step = 30 * DAY_MS // n
     events, deliveries, attempts = [], [], []
+    first = 1 if raw.sqlite else await _next_id(raw, "deliveries")
     for k in range(n):
         at = start + k * step
         eid = ev.new_event_id(at)
@@ -61,46 +113,50 @@ def fill(path: str, account_id: int, integration_id: int, n: int, now_ms: int) -
                 at,
             )
         )
-        attempts.append((k + 1, at, 12, 200 if status == dl.DELIVERED else 500, None, "ok"))
-    with conn:
-        conn.executemany(
-            "INSERT INTO events (id, account_id, action, timestamp_ms, body) VALUES (?,?,?,?,?)",
-            events,
-        )
-        conn.executemany(
-            "INSERT INTO deliveries (event_id, integration_id, account_id, action, parcel_id,"
-            " status, attempt_count, schedule_base, next_attempt_ms, last_status_code,"
-            " last_error, created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            deliveries,
-        )
-        conn.executemany(
-            "INSERT INTO attempts (delivery_id, at_ms, duration_ms, status_code, error,"
-            " response_excerpt) VALUES (?,?,?,?,?,?)",
-            attempts,
-        )
-    conn.execute("ANALYZE")
-    conn.close()
+        attempts.append((first + k, at, 12, 200 if status == dl.DELIVERED else 500, None, "ok"))
+    await raw.run(
+        "INSERT INTO events (id, account_id, action, timestamp_ms, body) VALUES (?,?,?,?,?)",
+        events,
+    )
+    await raw.run(
+        "INSERT INTO deliveries (event_id, integration_id, account_id, action, parcel_id,"
+        " status, attempt_count, schedule_base, next_attempt_ms, last_status_code,"
+        " last_error, created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        deliveries,
+    )
+    await raw.run(
+        "INSERT INTO attempts (delivery_id, at_ms, duration_ms, status_code, error,"
+        " response_excerpt) VALUES (?,?,?,?,?,?)",
+        attempts,
+    )
+    await raw.run("ANALYZE")
 
 
-def copy_parcels(path: str, n: int, now_ms: int) -> None:
+async def _next_id(raw: Raw, table: str) -> int:
+    pg = await asyncpg.connect(raw.url)
+    try:
+        return int(await pg.fetchval(f"SELECT COALESCE(max(id), 0) + 1 FROM {table}"))
+    finally:
+        await pg.close()
+
+
+async def copy_parcels(raw: Raw, n: int, now_ms: int) -> None:
     """N copies of the one parcel, each with its own tracking number and change time."""
-    conn = sqlite3.connect(path)
-    columns = [r[1] for r in conn.execute("PRAGMA table_info(parcels)") if r[1] != "id"]
+    columns = [c for c in await raw.columns("parcels") if c != "id"]
     changed = {
         "tracking_number": "'T' || k",
-        "updated_ms": f"{now_ms - 30 * DAY_MS} + k * {30 * DAY_MS // n}",
-        "created_ms": f"{now_ms - 30 * DAY_MS} + k * {30 * DAY_MS // n}",
+        # CAST: PostgreSQL's k is a 32-bit integer, and the product overflows it
+        "updated_ms": f"{now_ms - 30 * DAY_MS} + CAST(k AS BIGINT) * {30 * DAY_MS // n}",
+        "created_ms": f"{now_ms - 30 * DAY_MS} + CAST(k AS BIGINT) * {30 * DAY_MS // n}",
         "announced_ms": "NULL",
     }
     values = ", ".join(changed.get(c, f"p.{c}") for c in columns)
-    with conn:
-        conn.execute(
-            f"WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < {n}) "
-            f"INSERT INTO parcels ({', '.join(columns)}) "
-            f"SELECT {values} FROM n, (SELECT * FROM parcels LIMIT 1) AS p"
-        )
-    conn.execute("ANALYZE")
-    conn.close()
+    await raw.run(
+        f"WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < {n}) "
+        f"INSERT INTO parcels ({', '.join(columns)}) "
+        f"SELECT {values} FROM n, (SELECT * FROM parcels LIMIT 1) AS p"
+    )
+    await raw.run("ANALYZE")
 
 
 async def worst(fn: Callable[[], Awaitable[Any]], runs: int = 3) -> tuple[float, float]:
@@ -134,10 +190,10 @@ def show(name: str, took: tuple[float, float], extra: str = "") -> None:
     print(f"{name:36s} {took[0]:8.1f} ms, loop held {took[1]:7.1f} ms{extra}")
 
 
-async def main(n: int) -> None:
+async def main(n: int, engine: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'reads.db'}"
-        async with fixtures.runtime(url) as rt:
+        async with fixtures.database(engine, Path(tmp)) as url, fixtures.runtime(url) as rt:
+            raw = Raw(url)
             svc = rt.service
             acct = await svc.create_account("reads@example.com", "Str0ng!Password-1")
             aid = acct.account_id
@@ -146,10 +202,10 @@ async def main(n: int) -> None:
             )
             now = rt.clock.now_ms()
             t = time.perf_counter()
-            fill(url.removeprefix("sqlite:///"), aid, shop.id, n, now)
+            await fill(raw, aid, shop.id, n, now)
             print(f"filled {n:,} deliveries in {time.perf_counter() - t:.1f} s")
             await svc.create_parcel(aid, acct.integration, NewParcel(**PARCEL))
-            copy_parcels(url.removeprefix("sqlite:///"), n, now)
+            await copy_parcels(raw, n, now)
             mid = n // 2
             day = now - 15 * DAY_MS
             cases: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -214,10 +270,7 @@ async def main(n: int) -> None:
             for name, fn in cases.items():
                 show(name, await worst(fn))
             # an endpoint down for long: everything waits
-            conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-            with conn:
-                conn.execute("UPDATE deliveries SET status = 'pending'")
-            conn.close()
+            await raw.run("UPDATE deliveries SET status = 'pending'")
             show(
                 "banner: health, all pending",
                 await worst(lambda: svc.integration_health(aid, shop.id)),
@@ -228,10 +281,7 @@ async def main(n: int) -> None:
                 retried.append(await svc.retry_all_now(aid, shop.id))
 
             show("panel: retry all now", await worst(retry_all, runs=1), f" ({retried[0]:,})")
-            conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-            with conn:
-                conn.execute("UPDATE deliveries SET status = 'failed'")
-            conn.close()
+            await raw.run("UPDATE deliveries SET status = 'failed'")
             counted: list[int] = []
 
             async def redeliver() -> None:
@@ -243,4 +293,6 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--deliveries", type=int, default=200_000)
-    asyncio.run(main(parser.parse_args().deliveries))
+    parser.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
+    args = parser.parse_args()
+    asyncio.run(main(args.deliveries, args.engine))
