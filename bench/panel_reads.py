@@ -67,22 +67,29 @@ class Raw:
         finally:
             await pg.close()
 
-    async def columns(self, table: str) -> list[str]:
+    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
         if self.sqlite:
             conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
-            names = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            conn.close()
-            return names
+            try:
+                return [tuple(r) for r in conn.execute(sql)]
+            finally:
+                conn.close()
         pg = await asyncpg.connect(self.url)
         try:
-            rows = await pg.fetch(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = $1"
-                " ORDER BY ordinal_position",
-                table,
-            )
+            return [tuple(r) for r in await pg.fetch(sql)]
         finally:
             await pg.close()
-        return [r[0] for r in rows]
+
+    async def columns(self, table: str) -> list[str]:
+        if self.sqlite:
+            return [r[1] for r in await self.rows(f"PRAGMA table_info({table})")]
+        return [
+            r[0]
+            for r in await self.rows(
+                "SELECT column_name FROM information_schema.columns"
+                f" WHERE table_name = '{table}' ORDER BY ordinal_position"
+            )
+        ]
 
 
 async def fill(raw: Raw, account_id: int, integration_id: int, n: int, now_ms: int) -> None:
@@ -90,7 +97,8 @@ async def fill(raw: Raw, account_id: int, integration_id: int, n: int, now_ms: i
     start = now_ms - 30 * DAY_MS
     step = 30 * DAY_MS // n
     events, deliveries, attempts = [], [], []
-    first = 1 if raw.sqlite else await _next_id(raw, "deliveries")
+    # the id the first delivery will get, for its attempt
+    [(first,)] = await raw.rows("SELECT COALESCE(max(id), 0) + 1 FROM deliveries")
     for k in range(n):
         at = start + k * step
         eid = ev.new_event_id(at)
@@ -130,14 +138,6 @@ async def fill(raw: Raw, account_id: int, integration_id: int, n: int, now_ms: i
         attempts,
     )
     await raw.run("ANALYZE")
-
-
-async def _next_id(raw: Raw, table: str) -> int:
-    pg = await asyncpg.connect(raw.url)
-    try:
-        return int(await pg.fetchval(f"SELECT COALESCE(max(id), 0) + 1 FROM {table}"))
-    finally:
-        await pg.close()
 
 
 async def copy_parcels(raw: Raw, n: int, now_ms: int) -> None:
