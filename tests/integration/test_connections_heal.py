@@ -11,16 +11,15 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from support.harness import (
-    PG_ADMIN,
     HarnessFactory,
     drop_pg_database,
     eventually,
     make_pg_database,
     pg_reachable,
+    terminate_backends,
 )
 from support.hostile_receiver import HostileReceiver
 
@@ -35,19 +34,6 @@ async def pg_database() -> AsyncIterator[str]:
         yield url
     finally:
         drop_pg_database(url)
-
-
-async def terminate_backends(database: str) -> int:
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        ended = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            database,
-        )
-    finally:
-        await admin.close()
-    return int(ended or 0)
 
 
 async def test_after_terminated_backends_the_next_read_and_delivery_just_work(

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -26,7 +25,6 @@ from parcelhook.domain.retry import RetryPolicy
 from parcelhook.store import engine as store_engine
 from parcelhook.store import sqlite as store_sqlite
 from support.harness import (
-    PG_ADMIN,
     Account,
     Harness,
     HarnessFactory,
@@ -34,6 +32,7 @@ from support.harness import (
     eventually,
     make_pg_database,
     pg_reachable,
+    terminate_backends,
 )
 from support.hostile_receiver import HostileReceiver, Mode
 from support.tcp_proxy import TcpProxy
@@ -107,20 +106,6 @@ async def pg_database() -> AsyncIterator[str]:
         yield url
     finally:
         drop_pg_database(url)
-
-
-async def terminate_backends(database: str) -> int:
-    """End every connection to `database` (and only to it), as a failover does."""
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        ended = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            database,
-        )
-    finally:
-        await admin.close()
-    return int(ended or 0)
 
 
 async def test_postgresql_going_away_under_load_loses_nothing(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -60,6 +61,20 @@ def make_pg_database() -> str:
 def drop_pg_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def terminate_backends(database: str) -> int:
+    """End every connection to `database` (and only to it), as a failover does."""
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+    finally:
+        await admin.close()
+    return int(ended or 0)
 
 
 async def eventually(
