@@ -99,6 +99,13 @@ async def test_metrics_count_deliveries_latencies_and_requests(harness: HarnessF
         and dict(labels)["status"].startswith("2")
     )
     assert created == 5
+    # the durations by route: every answer of that route observed once, in cumulative buckets
+    parcels = {"route": "/api/v2/parcels"}
+    assert value(found, "parcelhook_http_request_duration_seconds_count", **parcels) == 5
+    assert (
+        value(found, "parcelhook_http_request_duration_seconds_bucket", le="+Inf", **parcels) == 5
+    )
+    assert value(found, "parcelhook_http_request_duration_seconds_sum", **parcels) > 0
 
 
 async def test_metrics_may_need_a_token(harness: HarnessFactory) -> None:
