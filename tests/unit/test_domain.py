@@ -56,6 +56,20 @@ def test_body_bytes_are_json_dumps_with_defaults() -> None:
     payload = {"action": "x", "timestamp": 1, "name": "Zoë", "n": [1, 2]}
     assert signing.body_bytes(payload) == json.dumps(payload).encode()
     assert b"Zo\\u00eb" in signing.body_bytes(payload)  # ensure_ascii
+    # every JSON type, nesting, escapes, floats and non-BMP text, byte for byte
+    tricky = {
+        "s": 'quote " backslash \\ tab \t nl \n nul \x00 \u2028 \U0001f4e6 ü',
+        "floats": [0.1, -2.5e-08, 1e300, 3.0, float("inf"), float("-inf")],
+        "ints": [0, -1, 2**70],
+        "none": None,
+        "bools": [True, False],
+        "nested": {"empty": {}, "list": [[], [{}], {"k": [1, "2", None]}]},
+        "tuple": (1, 2),
+        7: "int key",
+    }
+    assert signing.body_bytes(tricky) == json.dumps(tricky).encode()
+    with pytest.raises(TypeError):
+        signing.body_bytes({"not json": object()})
 
 
 def test_standard_webhooks_headers_verify_with_the_official_library() -> None:
