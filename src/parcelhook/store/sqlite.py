@@ -220,16 +220,22 @@ class SqliteQueue:
             return
         async with self._turns.turn():
             with self._loop.connect() as sync:
-                await sqlite_loop.begin_immediate(sync)
+                # BEGIN and COMMIT straight on sqlite3: through exec_driver_sql each was a
+                # SQLAlchemy execution context and cursor result, ~1 % of a status change
+                raw = sqlite_loop.dbapi(sync)
+                raw_statements.sent("BEGIN IMMEDIATE")
+                await sqlite_loop.begin_immediate(raw)
                 try:
                     yield Tx(sqlite_loop.LoopConnection(sync).as_async(), self._box)
-                    sync.exec_driver_sql("COMMIT")
+                    raw_statements.sent("COMMIT")
+                    raw.execute("COMMIT")
                 except BaseException:
                     # a full disk or an I/O error may have rolled it back already (then a
                     # ROLLBACK fails, and would hide why); a failed COMMIT may leave it open,
                     # and a connection back in the pool must never hold the write lock
-                    if sqlite_loop.in_transaction(sync):
-                        sync.exec_driver_sql("ROLLBACK")
+                    if raw.in_transaction:
+                        raw_statements.sent("ROLLBACK")
+                        raw.execute("ROLLBACK")
                     raise
 
     @asynccontextmanager

@@ -72,10 +72,12 @@ def raw_connection(path: str, pragmas: tuple[str, ...] = ()) -> sqlite3.Connecti
     return conn
 
 
-def in_transaction(conn: Connection) -> bool:
-    """Whether SQLite has a transaction open on `conn` (it ends one itself on some errors)."""
+def dbapi(conn: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under a SQLAlchemy one (checked out, so never None)."""
     raw = conn.connection.dbapi_connection
-    return raw is not None and bool(raw.in_transaction)
+    if not isinstance(raw, sqlite3.Connection):
+        raise RuntimeError("not an open sqlite3 connection")
+    return raw
 
 
 class LoopConnection:
