@@ -7,6 +7,7 @@ import hmac
 import json
 import random
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
@@ -57,7 +58,7 @@ def test_body_bytes_are_json_dumps_with_defaults() -> None:
     assert signing.body_bytes(payload) == json.dumps(payload).encode()
     assert b"Zo\\u00eb" in signing.body_bytes(payload)  # ensure_ascii
     # every JSON type, nesting, escapes, floats and non-BMP text, byte for byte
-    tricky = {
+    tricky: dict[Any, Any] = {
         "s": 'quote " backslash \\ tab \t nl \n nul \x00 \u2028 \U0001f4e6 ü',
         "floats": [0.1, -2.5e-08, 1e300, 3.0, float("inf"), float("-inf")],
         "ints": [0, -1, 2**70],
@@ -312,3 +313,56 @@ def test_a_parcels_dates_read_as_datetime_formats_them() -> None:
     for ms in stamps:
         expected = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         assert iso_seconds(ms) == expected, ms
+
+
+def _plain_parcel(**changes: object) -> Parcel:
+    fields: dict[str, object] = {
+        "id": 9,
+        "account_id": 1,
+        "integration_id": 2,
+        "name": "Jan Jansen",
+        "company_name": "",
+        "address": "Stadhuisplein",
+        "house_number": "10",
+        "city": "Eindhoven",
+        "postal_code": "5611 EM",
+        "country": "NL",
+        "telephone": "",
+        "email": "",
+        "weight": "2.500",
+        "order_number": "",
+        "external_order_id": None,
+        "external_shipment_id": None,
+        "shipment_id": 8,
+        "tracking_number": "3SPH0000000009",
+        "is_return": False,
+        "status_id": 1000,
+        "created_ms": 0,
+        "updated_ms": 0,
+        "carrier_status_change_ms": None,
+        "details": {},
+        "announced_ms": None,
+        "external_reference": None,
+    }
+    return Parcel(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def test_a_parcel_object_made_twice_is_the_same_and_never_another_parcels() -> None:
+    # parcel_object remembers what it made, by the Parcel's identity: the webhook's and the
+    # API answer's object of one status change are made once
+    p = _plain_parcel()
+    first = ev.parcel_object(p, "https://events.example")
+    # an unlabelled parcel has no links, so the base URL does not matter
+    assert ev.parcel_object(p, "http://127.0.0.1:8000") is first
+    # an equal but distinct parcel in another status: its own object, never the cached one
+    moved = p.with_status(ParcelStatus.DELIVERED, 5_000, None)
+    assert ev.parcel_object(moved, "https://events.example")["status"]["id"] == 11
+    assert first["status"]["id"] == 1000
+    # a labelled parcel's links name the base URL each caller asked for
+    labelled = _plain_parcel(announced_ms=1_000)
+    a = ev.parcel_object(labelled, "https://a.example")
+    b = ev.parcel_object(labelled, "https://b.example")
+    assert a["label"]["label_printer"].startswith("https://a.example/")
+    assert b["label"]["label_printer"].startswith("https://b.example/")
+    assert a["documents"][0]["link"].startswith("https://a.example/")
+    assert ev.parcel_object(labelled, "https://a.example") is a

@@ -109,8 +109,30 @@ def label_links(p: Parcel, base_url: str) -> dict[str, Any]:
     }
 
 
+# The parcel objects made last, by the identity of the Parcel each was made of. A status
+# change makes its parcel's object twice, for the webhook and for the API's answer (4.6 µs
+# each, ~2 % of the call). The entry holds its Parcel, so that an id() is never reused while
+# cached, and a Parcel is frozen, so its object never goes stale. Callers only serialise the
+# object they get; none changes it.
+_MADE: dict[tuple[int, str], tuple[Parcel, dict[str, Any]]] = {}
+_MADE_MAX = 1024
+
+
 def parcel_object(p: Parcel, base_url: str = "") -> dict[str, Any]:
     """The parcel as `GET /api/v2/parcels/{id}` returns it and webhooks carry it."""
+    # the base URL shows only in a labelled parcel's links
+    key = (id(p), base_url if p.has_label else "")
+    made = _MADE.get(key)
+    if made is not None and made[0] is p:
+        return made[1]
+    obj = _parcel_object(p, base_url)
+    if len(_MADE) >= _MADE_MAX:
+        _MADE.clear()
+    _MADE[key] = (p, obj)
+    return obj
+
+
+def _parcel_object(p: Parcel, base_url: str) -> dict[str, Any]:
     iso3, country_name = COUNTRIES[p.country]
     d = p.details
     documents = []
