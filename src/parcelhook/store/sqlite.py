@@ -29,6 +29,7 @@ from parcelhook.domain.deliveries import Claimed
 from parcelhook.domain.integrations import ApiKey, Integration
 from parcelhook.domain.outcome import Outcome, health_changes
 from parcelhook.store import queue, raw_statements, sqlite_loop
+from parcelhook.store.checkpoints import Checkpointer
 from parcelhook.store.crypto import SecretBox
 from parcelhook.store.engine import SQLITE_PRAGMAS as PRAGMAS
 from parcelhook.store.faults import is_unavailable
@@ -164,6 +165,10 @@ class SqliteQueue:
         self._loop = sqlite_loop.loop_engine(engine.url, PRAGMAS)
         # the API's authentication, one raw statement on the loop's thread (opened on use)
         self._keys: sqlite3.Connection | None = None
+        # the WAL copied back into the database file off the loop's thread, from the first
+        # write on (the file exists by then)
+        database = engine.url.database
+        self._checkpoints = Checkpointer(database) if self._loop is not None and database else None
 
     def _conn(self) -> sqlite3.Connection:
         """The dispatcher's connection: the one place this queue obtains it."""
@@ -174,11 +179,21 @@ class SqliteQueue:
             self._hot = connect(database)
         return self._hot
 
+    @property
+    def checkpoints(self) -> Checkpointer | None:
+        """The thread that copies the WAL back (None for an in-memory database)."""
+        return self._checkpoints
+
+    def _checkpointing(self) -> None:
+        if self._checkpoints is not None and not self._checkpoints.started:
+            self._checkpoints.start()
+
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[sqlite3.Connection]:
         """The dispatcher's connection in a write transaction (BEGIN IMMEDIATE, waited for
         without blocking the loop), in this process's write turn; committed at the end."""
         async with self._turns.turn(first=True):
+            self._checkpointing()
             hot = self._conn()
             try:
                 if hot.in_transaction:
@@ -219,6 +234,7 @@ class SqliteQueue:
                 await conn.exec_driver_sql("COMMIT")
             return
         async with self._turns.turn():
+            self._checkpointing()
             with self._loop.connect() as sync:
                 # BEGIN and COMMIT straight on sqlite3: through exec_driver_sql each was a
                 # SQLAlchemy execution context and cursor result, ~1 % of a status change
@@ -283,6 +299,9 @@ class SqliteQueue:
         return None  # other processes on SQLite are noticed by polling
 
     async def close(self) -> None:
+        checkpoints, self._checkpoints = self._checkpoints, None
+        if checkpoints is not None:
+            await asyncio.to_thread(checkpoints.stop)
         keys, self._keys = self._keys, None
         if keys is not None:
             keys.close()
