@@ -4,9 +4,14 @@ store."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from parcelhook.store.checkpoints import Checkpointer
 from parcelhook.store.engine import WAL_BOUND_PAGES
 from parcelhook.store.sqlite import SqliteQueue
 from support.harness import HarnessFactory, eventually
@@ -53,3 +58,32 @@ async def test_the_wal_is_copied_back_off_the_loop_and_the_thread_ends_with_the_
     # the file is a sound database afterwards
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def test_a_database_that_is_away_is_said_once_and_checkpointed_once_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "later.db"
+    checkpoints = Checkpointer(str(db), every_s=0.01)
+    caplog.set_level(logging.WARNING, logger="parcelhook.store")
+    checkpoints.start()
+    try:
+        # no such file (never created by the thread): one warning however many passes fail
+        await asyncio.sleep(0.2)
+        warned = [r for r in caplog.records if "could not be checkpointed" in r.getMessage()]
+        assert len(warned) == 1
+        assert not db.exists()
+        assert checkpoints.running and checkpoints.passes == 0
+        # the database appears with a WAL holding a commit: a later pass copies it back
+        with sqlite3.connect(db, isolation_level=None) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BOUND_PAGES}")
+            conn.execute("CREATE TABLE t (x)")
+            conn.execute("INSERT INTO t VALUES (1)")
+            await eventually(
+                lambda: checkpoints.last is not None and checkpoints.last[2] > 0,
+                what="a pass on the database that came back",
+            )
+    finally:
+        checkpoints.stop()
+    assert not checkpoints.running
