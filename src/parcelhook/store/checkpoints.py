@@ -41,6 +41,7 @@ class Checkpointer:
         self.passes = 0
 
     def start(self) -> None:
+        """Start the thread (again: nothing; a store drops it at close)."""
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name="sqlite-checkpoints", daemon=True
@@ -52,10 +53,6 @@ class Checkpointer:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=10)
-
-    @property
-    def started(self) -> bool:
-        return self._thread is not None or self._stop.is_set()
 
     @property
     def running(self) -> bool:

@@ -185,7 +185,7 @@ class SqliteQueue:
         return self._checkpoints
 
     def _checkpointing(self) -> None:
-        if self._checkpoints is not None and not self._checkpoints.started:
+        if self._checkpoints is not None:
             self._checkpoints.start()
 
     @asynccontextmanager
