@@ -76,6 +76,10 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+def _not_open() -> float:
+    raise RuntimeError("the Sender has no transport yet")
+
+
 def _check_literal(ip: IPAddress) -> None:
     # IP-literal hosts never reach the resolver, so the guard checks them here
     reason = forbidden_reason(ip)
@@ -119,6 +123,9 @@ class Sender:
         self._make_transport = transport
         self._proxies = proxies
         self._transport: tr.Transport | None = None
+        # the loop's clock, for deadlines: read from the loop once, when the transport is
+        # opened, since asyncio.get_running_loop() is a getpid() system call on CPython 3.11
+        self._loop_time: Callable[[], float] = _not_open
         # requests (so connections) at once across all endpoints; 0: no cap
         self._slots = asyncio.Semaphore(max_connections) if max_connections else None
         self._owned_resolver: AbstractResolver | None = None
@@ -138,6 +145,7 @@ class Sender:
             clock=self._clock,
             proxy_resolver=inner,
         )
+        self._loop_time = asyncio.get_running_loop().time
         direct = self._make_transport(dial)
         self._transport = (
             direct
@@ -181,7 +189,7 @@ class Sender:
         started = time.perf_counter()
         if "User-Agent" not in headers:
             headers = {"User-Agent": self._user_agent, **headers}
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        deadline = self._loop_time() + self.timeout
         try:
             if self._slots is None:
                 answer = await transport.post(url, body, headers, deadline)
