@@ -191,7 +191,9 @@ async def test_sqlite_dispatcher_writes_wait_for_another_writer_without_blocking
         other.close()
     assert len(claimed) == 3
     assert waited >= 0.45
-    assert ticks >= 20, ticks  # the loop went on while the claim waited
+    # the loop went on while the claim waited (~25 ticks of 10 ms on a quiet machine, 0 or 1
+    # had the claim held the loop): half that leaves room for a busy one
+    assert ticks >= 10, ticks
 
 
 async def test_expired_leases_are_taken_over_and_the_old_owner_is_fenced(store: Store) -> None:

@@ -68,7 +68,9 @@ async def terminate_backends(database: str) -> int:
     admin = await asyncpg.connect(PG_ADMIN)
     try:
         ended = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            # each backend waited for until it has exited (up to 5 s), so that what the test
+            # does next meets connections the server has already ended
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
             "WHERE datname = $1 AND pid <> pg_backend_pid()",
             database,
         )
