@@ -123,7 +123,8 @@ def parcel_object(p: Parcel, base_url: str = "") -> dict[str, Any]:
     # the base URL shows only in a labelled parcel's links
     key = (id(p), base_url if p.has_label else "")
     made = _MADE.get(key)
-    if made is not None and made[0] is p:
+    if made is not None:
+        # the entry holds its Parcel, so no other object can have its id meanwhile
         return made[1]
     obj = _parcel_object(p, base_url)
     if len(_MADE) >= _MADE_MAX:
