@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from parcelhook.store import checkpoints as checkpoints_module
 from parcelhook.store.checkpoints import Checkpointer
 from parcelhook.store.engine import WAL_BOUND_PAGES
 from parcelhook.store.sqlite import SqliteQueue
@@ -87,3 +88,41 @@ async def test_a_database_that_is_away_is_said_once_and_checkpointed_once_it_is_
     finally:
         checkpoints.stop()
     assert not checkpoints.running
+
+
+async def test_an_unexpected_error_is_said_and_does_not_end_the_thread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "odd.db"
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BOUND_PAGES}")
+        conn.execute("CREATE TABLE t (x)")
+    real_open = checkpoints_module._open
+    failures = [FileNotFoundError(2, "the working directory is gone")] * 3
+
+    def flaky_open(path: str) -> sqlite3.Connection:
+        # not an sqlite3.Error: what resolving a relative path raises once the
+        # working directory has been removed
+        if failures:
+            raise failures.pop()
+        return real_open(path)
+
+    monkeypatch.setattr(checkpoints_module, "_open", flaky_open)
+    caplog.set_level(logging.WARNING, logger="parcelhook.store")
+    checkpoints = Checkpointer(str(db), every_s=0.01)
+    checkpoints.start()
+    try:
+        await eventually(lambda: not failures, what="the three failing passes")
+        with sqlite3.connect(db, isolation_level=None) as conn:
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BOUND_PAGES}")
+            conn.execute("INSERT INTO t VALUES (1)")
+            await eventually(
+                lambda: checkpoints.last is not None and checkpoints.last[2] > 0,
+                what="a pass once the error has passed",
+            )
+        assert checkpoints.running
+        warned = [r for r in caplog.records if "could not be checkpointed" in r.getMessage()]
+        assert len(warned) == 1 and warned[0].exc_info is not None
+    finally:
+        checkpoints.stop()

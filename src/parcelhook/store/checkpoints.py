@@ -70,11 +70,16 @@ class Checkpointer:
                     self.last = (int(row[0]), int(row[1]), int(row[2]))
                     self.passes += 1
                     failing = False
-                except sqlite3.Error as exc:
-                    # the database away (a full disk, a removed file): the connections'
-                    # own threshold still bounds the WAL; try again on a fresh connection
+                except Exception as exc:
+                    # the database away (a full disk, a removed file, a working directory
+                    # that is gone) or anything else: the connections' own threshold still
+                    # bounds the WAL; said once, then tried again on a fresh connection. A
+                    # thread that ended here would stop checkpoints silently for good
                     if not failing:
-                        log.warning("the WAL could not be checkpointed: %s", exc)
+                        if isinstance(exc, sqlite3.Error):
+                            log.warning("the WAL could not be checkpointed: %s", exc)
+                        else:
+                            log.exception("the WAL could not be checkpointed")
                     failing = True
                     if conn is not None:
                         conn.close()
