@@ -33,7 +33,7 @@ from sqlalchemy.pool import NullPool
 
 from parcelhook.store.engine import normalise_url
 from support.harness import MASTER_KEY, eventually
-from support.hostile_receiver import HostileReceiver, Mode
+from support.hostile_receiver import HostileReceiver, Mode, ReceivedRequest
 
 PARCEL = {"name": "A", "address": "B 1", "city": "C", "postal_code": "1234", "country": "NL"}
 DELIVERY_FLAGS = [
@@ -54,6 +54,7 @@ DELIVERY_FLAGS = [
 ]
 # three kills in the suite; `python -m bench.crash` runs the same scenario with more
 KILLS = int(os.environ.get("PARCELHOOK_CRASH_KILLS", "3"))
+CAUGHT_UP = "/caught-up"  # the test's own request to the receiver, not a webhook
 
 
 def _free_port() -> int:
@@ -221,6 +222,7 @@ async def test_sigkill_under_load_loses_no_event(
 
     # each answer takes 50 ms, so that there is always work in flight to be killed
     async with HostileReceiver(Mode.trickle(interval=0.05, size=1)) as rx:
+        rx.route(CAUGHT_UP, Mode.ok())
         async with httpx.AsyncClient(
             base_url=base_url, auth=(keys["public_key"], keys["secret_key"]), timeout=10
         ) as api:
@@ -256,8 +258,8 @@ async def test_sigkill_under_load_loses_no_event(
                 # what the dead process held, before its leases can expire and be taken over
                 leased = await _leased_by(engine, victim.pid)
                 held += len(leased)
-                await asyncio.sleep(0.2)  # let the receiver read what was already on the wire
-                caught = leased & {r.headers["webhook-id"] for r in rx.requests}
+                await _caught_up(rx)  # the receiver has read what was already on the wire
+                caught = leased & {r.headers["webhook-id"] for r in _webhooks(rx)}
                 in_flight |= caught
                 on_wire += len(caught)
                 kills.append((victim.name, caught))
@@ -280,7 +282,7 @@ async def test_sigkill_under_load_loses_no_event(
         await eventually(drained, within=30, what="every delivery to be delivered")
         for p in processes:
             p.assert_alive()
-        received = Counter(r.headers["webhook-id"] for r in rx.requests)
+        received = Counter(r.headers["webhook-id"] for r in _webhooks(rx))
 
     async with engine.connect() as c:
         # every event that had a recipient (the account's first event had none)
@@ -311,6 +313,22 @@ async def test_sigkill_under_load_loses_no_event(
     assert extra <= on_wire
     # the kills caught deliveries in the act, and their leases were taken over
     assert held > 0, "no process held a lease when it was killed: the test proved nothing"
+
+
+async def _caught_up(rx: HostileReceiver) -> None:
+    """Return once the receiver has read every request that reached it before this call.
+
+    A killed process's requests are in the receiver's socket buffers before it has died,
+    and the receiver runs in this event loop: a request sent now is read after them, so
+    when it is answered they are recorded (or, cut off, never will be). A fixed sleep
+    instead is outrun whenever this process is descheduled for as long."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(rx.url(CAUGHT_UP))
+        assert r.status_code == 200
+
+
+def _webhooks(rx: HostileReceiver) -> list[ReceivedRequest]:
+    return [r for r in rx.requests if r.path != CAUGHT_UP]
 
 
 async def _leased_by(engine: AsyncEngine, pid: int) -> set[str]:
