@@ -70,6 +70,12 @@ class Checkpointer:
                     self.last = (int(row[0]), int(row[1]), int(row[2]))
                     self.passes += 1
                     failing = False
+                    if self.last[1] < 0:
+                        # not a WAL database (yet): a connection learns the journal mode
+                        # when it first reads the file, and one that found none would never
+                        # checkpoint the WAL the file has later; a fresh one next pass
+                        conn.close()
+                        conn = None
                 except Exception as exc:
                     # the database away (a full disk, a removed file, a working directory
                     # that is gone) or anything else: the connections' own threshold still
