@@ -80,15 +80,13 @@ async def test_a_database_that_is_away_is_said_once_and_checkpointed_once_it_is_
         assert not db.exists()
         assert checkpoints.running and checkpoints.passes == 0
         # the database appears with a WAL holding a commit: a later pass copies it back
-        with sqlite3.connect(db, isolation_level=None) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BOUND_PAGES}")
-            conn.execute("CREATE TABLE t (x)")
-            conn.execute("INSERT INTO t VALUES (1)")
-            await eventually(
-                lambda: checkpoints.last is not None and checkpoints.last[2] > 0,
-                what="a pass on the database that came back",
-            )
+        await _copied_back(
+            checkpoints,
+            db,
+            "CREATE TABLE t (x)",
+            "INSERT INTO t VALUES (1)",
+            what="a pass on the database that came back",
+        )
     finally:
         checkpoints.stop()
     assert not checkpoints.running
@@ -106,14 +104,9 @@ async def test_a_database_that_becomes_a_wal_database_later_is_checkpointed(
     try:
         # SQLite's answer for a database that is not in WAL mode
         await eventually(lambda: checkpoints.last == (0, -1, -1), what="a pass with no WAL")
-        with sqlite3.connect(db, isolation_level=None) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BOUND_PAGES}")
-            conn.execute("INSERT INTO t VALUES (1)")
-            await eventually(
-                lambda: checkpoints.last is not None and checkpoints.last[2] > 0,
-                what="a pass on the database in WAL mode",
-            )
+        await _copied_back(
+            checkpoints, db, "INSERT INTO t VALUES (1)", what="a pass on the database in WAL mode"
+        )
     finally:
         checkpoints.stop()
 
@@ -123,9 +116,8 @@ async def test_an_unexpected_error_is_said_and_does_not_end_the_thread(
 ) -> None:
     db = tmp_path / "odd.db"
     with sqlite3.connect(db, isolation_level=None) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BOUND_PAGES}")
         conn.execute("CREATE TABLE t (x)")
+    conn.close()
     real_open = checkpoints_module._open
     failures = [FileNotFoundError(2, "the working directory is gone")] * 3
 
@@ -142,15 +134,29 @@ async def test_an_unexpected_error_is_said_and_does_not_end_the_thread(
     checkpoints.start()
     try:
         await eventually(lambda: not failures, what="the three failing passes")
-        with sqlite3.connect(db, isolation_level=None) as conn:
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BOUND_PAGES}")
-            conn.execute("INSERT INTO t VALUES (1)")
-            await eventually(
-                lambda: checkpoints.last is not None and checkpoints.last[2] > 0,
-                what="a pass once the error has passed",
-            )
+        await _copied_back(
+            checkpoints, db, "INSERT INTO t VALUES (1)", what="a pass once the error has passed"
+        )
         assert checkpoints.running
         warned = [r for r in caplog.records if "could not be checkpointed" in r.getMessage()]
         assert len(warned) == 1 and warned[0].exc_info is not None
     finally:
         checkpoints.stop()
+
+
+async def _copied_back(checkpoints: Checkpointer, db: Path, *statements: str, what: str) -> None:
+    """Commit `statements` to `db` in WAL mode and wait for a pass that copies frames back.
+
+    The connection stays open meanwhile: the last one to close would copy the WAL back
+    itself, and the thread would find nothing left to copy."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BOUND_PAGES}")
+        for statement in statements:
+            conn.execute(statement)
+        await eventually(
+            lambda: checkpoints.last is not None and checkpoints.last[2] > 0, what=what
+        )
+    finally:
+        conn.close()
